@@ -1,0 +1,301 @@
+"""Settings: parsed once from one TOML file at start-up, frozen, and passed down.
+
+Each section is a frozen dataclass; the docstring under each field is the documentation of that key
+(``config.example.toml`` at the repository root shows every key with its default, and a test keeps the
+two in step). Command-line flags are applied on top as overrides of the same shape as the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+SYSTEM_CONFIG = Path("/etc/voxkeep/config.toml")
+
+
+def user_config_path() -> Path:
+    """The per-user config file, used when the system one does not exist."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "voxkeep" / "config.toml"
+
+
+def default_state_dir() -> Path:
+    """systemd's StateDirectory when run as a service, else the user's XDG state dir."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "voxkeep"
+
+
+def default_models_dir() -> Path:
+    """Where ``voxkeep models fetch`` installs models unless told otherwise."""
+    if os.environ.get("VOXKEEP_MODELS_DIR"):
+        return Path(os.environ["VOXKEEP_MODELS_DIR"])
+    if os.environ.get("STATE_DIRECTORY"):
+        return default_state_dir() / "models"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "voxkeep" / "models"
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    input: str = "mic"
+    """Where audio comes from: "mic", a path to a WAV file, or "-" for raw S16_LE 16 kHz mono on stdin."""
+    device: str = ""
+    """Microphone: an input device index, or a substring of its name; "" for the system default."""
+    realtime: bool = False
+    """Pace file and stdin input at real time instead of as fast as the CPU allows."""
+    output_device: str = ""
+    """Speaker for confirmation tones: device index or name substring; "" plays no tones."""
+
+
+@dataclass(frozen=True)
+class WakeSettings:
+    words: list[str] = field(default_factory=lambda: ["hey_jarvis"])
+    """Wake words: bundled model names (alexa, hey_jarvis, hey_mycroft, ...) or paths to .onnx files."""
+    threshold: float = 0.5
+    """Score (0-1) above which a wake word counts, for every word without its own threshold."""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """Per-word thresholds, e.g. { alexa = 0.7 }."""
+    refractory_seconds: float = 2.0
+    """After a wake, the same word is ignored this long, so one utterance gives one event."""
+    verify: bool = True
+    """Check each wake a second time before anything is kept (see README, false wakes)."""
+
+
+@dataclass(frozen=True)
+class CommandSettings:
+    max_seconds: float = 4.0
+    """Longest command window after a wake word."""
+    silence_seconds: float = 0.7
+    """Silence that ends the command window early."""
+    allow_voice_resume: bool = False
+    """Obey "start recording again" by voice. Off: anyone in the room could say it."""
+
+
+@dataclass(frozen=True)
+class GpioSettings:
+    led_pin: int | None = None
+    """BCM pin of the single status LED (on = not recording or muted; blinks while handling a wake)."""
+    rgb_pins: list[int] = field(default_factory=list)
+    """BCM pins [red, green, blue] of an optional RGB LED."""
+    button_pin: int | None = None
+    """BCM pin of the mute button (press toggles mute; long press re-enables recording)."""
+    mute_switch_pin: int | None = None
+    """BCM pin of a hardware mute switch; while engaged, no software path can unmute."""
+    long_press_seconds: float = 2.0
+    """How long a press must be to count as a long press."""
+    pin_factory: str = ""
+    """gpiozero pin factory ("lgpio", "mock", ...); "" picks the real one, or mock with no GPIO."""
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    retention_days: int = 30
+    """Days recordings are kept; 0 keeps nothing past command recognition."""
+    max_utterance_seconds: float = 10.0
+    """Longest recording after a wake word."""
+    preroll_seconds: float = 1.5
+    """Audio kept from before the wake event: the wake phrase itself, not more."""
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str = ""
+    """Broker host name; "" disables MQTT."""
+    port: int = 1883
+    """Broker port (usually 8883 with TLS)."""
+    tls: bool = False
+    """Connect with TLS."""
+    ca_file: str = ""
+    """CA certificate that signed the broker's certificate; "" uses the system store."""
+    cert_file: str = ""
+    """Client certificate for TLS client authentication (optional)."""
+    key_file: str = ""
+    """Private key of the client certificate."""
+    username: str = ""
+    """Broker user name; "" for none."""
+    password_file: str = ""
+    """File holding the broker password (e.g. a systemd credential); never put it in this file."""
+    client_id: str = ""
+    """MQTT client id; "" uses voxkeep-<device_id>."""
+    device_id: str = ""
+    """Name of this speaker in topics; "" uses the host name."""
+    discovery_prefix: str = "homeassistant"
+    """Home Assistant discovery prefix."""
+
+
+@dataclass(frozen=True)
+class ForwardSettings:
+    mqtt_topic: str = ""
+    """Topic that receives utterance WAVs when the "mqtt" sink is consented."""
+    http_url: str = ""
+    """URL that receives a POST of each utterance WAV when the "http" sink is consented."""
+    wyoming_uri: str = ""
+    """tcp://host:port of a Wyoming speech-to-text server for the "wyoming" sink."""
+    timeout_seconds: float = 10.0
+    """Per-attempt network timeout."""
+    retry_seconds: float = 60.0
+    """How long a failed delivery is retried before it is dropped and audited."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: str = ""
+    """Where state, the vault and the control socket live; "" for the default (see README)."""
+    models_dir: str = ""
+    """Where verified models are installed; "" for the default (see README)."""
+    log_level: str = "info"
+    """debug, info, warning or error."""
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    wake: WakeSettings = field(default_factory=WakeSettings)
+    commands: CommandSettings = field(default_factory=CommandSettings)
+    gpio: GpioSettings = field(default_factory=GpioSettings)
+    vault: VaultSettings = field(default_factory=VaultSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    forward: ForwardSettings = field(default_factory=ForwardSettings)
+
+    @property
+    def state_path(self) -> Path:
+        """The resolved state directory."""
+        return Path(self.state_dir).expanduser() if self.state_dir else default_state_dir()
+
+    @property
+    def models_path(self) -> Path:
+        """The resolved models directory."""
+        return Path(self.models_dir).expanduser() if self.models_dir else default_models_dir()
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+    if origin is dict:
+        return f"a table of {_type_name(typing.get_args(tp)[1])}s"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, str(tp))
+
+
+def _check(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to ``tp``, or raise ConfigError naming the key and what is allowed."""
+    if isinstance(tp, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _check(value, inner[0], key)
+    origin = typing.get_origin(tp)
+    ok: bool
+    if origin is list:
+        ok = isinstance(value, list)
+        if ok:
+            return [_check(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    elif origin is dict:
+        ok = isinstance(value, dict)
+        if ok:
+            return {str(k): _check(v, typing.get_args(tp)[1], f"{key}.{k}") for k, v in value.items()}
+    elif tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok:
+            return float(value)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, tp)
+    if not ok:
+        raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, not {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            allowed = ", ".join(sorted(names))
+            raise ConfigError(f"unknown config key '{full}'; allowed here: {allowed}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{full}' must be a table ([{full}])")
+            kwargs[key] = _build(tp, value, f"{full}.")
+        else:
+            kwargs[key] = _check(value, tp, full)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "thresholds":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def find_config(explicit: str | None) -> Path | None:
+    """The config file to read: --config, else /etc/voxkeep/config.toml, else the user's; None if none."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; fix the --config path")
+        return path
+    for candidate in (SYSTEM_CONFIG, user_config_path()):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def parse_config(text: str, source: str = "config") -> dict[str, Any]:
+    """Parse TOML text, turning syntax errors into one line that names the file and line."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: {exc}; fix the TOML syntax there") from None
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read ``path`` (if any), apply command-line ``overrides`` and validate everything once."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        data = parse_config(text, str(path))
+    data = _merge(data, overrides or {})
+    settings: Settings = _build(Settings, data, "")
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    """Range checks the type system cannot express."""
+    if not 0.0 < s.wake.threshold < 1.0:
+        raise ConfigError("config key 'wake.threshold' must be between 0 and 1 (exclusive)")
+    for word, thr in s.wake.thresholds.items():
+        if not 0.0 < thr < 1.0:
+            raise ConfigError(f"config key 'wake.thresholds.{word}' must be between 0 and 1 (exclusive)")
+    if not s.wake.words:
+        raise ConfigError("config key 'wake.words' must name at least one wake word")
+    if s.wake.refractory_seconds < 0:
+        raise ConfigError("config key 'wake.refractory_seconds' must not be negative")
+    if s.vault.retention_days < 0:
+        raise ConfigError("config key 'vault.retention_days' must be 0 or more")
+    if s.log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("config key 'log_level' must be one of debug, info, warning, error")
+    if s.gpio.rgb_pins and len(s.gpio.rgb_pins) != 3:
+        raise ConfigError("config key 'gpio.rgb_pins' must list exactly three pins: [red, green, blue]")
+    if not 0 < s.mqtt.port < 65536:
+        raise ConfigError("config key 'mqtt.port' must be a port number between 1 and 65535")

@@ -1,0 +1,135 @@
+"""The event stream: one frozen dataclass per event type, the only definition of each wire form.
+
+Events are written as JSON Lines (``--events``), published on MQTT and asserted by tests, all through
+``to_dict``/``from_dict`` here. ``t`` is always seconds of audio since the input started, so a replay of
+the same audio gives the same stream. Fields are only ever added, never renamed: consumers rely on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .errors import VoxkeepError
+
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of every event; subclasses set ``TYPE`` and register themselves."""
+
+    TYPE: ClassVar[str] = ""
+    t: float
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        EVENT_TYPES[cls.TYPE] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: ``type`` first, then the fields, with ``t`` rounded to milliseconds."""
+        body = dataclasses.asdict(self)
+        body["t"] = round(self.t, 3)
+        return {"type": self.TYPE, **body}
+
+    def to_json(self) -> str:
+        """One JSON Lines record."""
+        return json.dumps(self.to_dict(), separators=(", ", ": "))
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Event:
+        """Parse a wire-form dict back into its event class; raise VoxkeepError on anything else."""
+        cls = EVENT_TYPES.get(str(data.get("type")))
+        if cls is None:
+            raise VoxkeepError(f"unknown event type {data.get('type')!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except TypeError as exc:
+            raise VoxkeepError(f"malformed {cls.TYPE} event: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Wake(Event):
+    """A wake word was heard (and, with verification on, confirmed)."""
+
+    TYPE: ClassVar[str] = "wake"
+    wake_word: str
+    score: float
+
+
+@dataclass(frozen=True)
+class WakeRejected(Event):
+    """The wake model fired but the second look said no: nothing is opened, stored or forwarded."""
+
+    TYPE: ClassVar[str] = "wake_rejected"
+    wake_word: str
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Command(Event):
+    """A privacy command was recognised in the command window after a wake word."""
+
+    TYPE: ClassVar[str] = "command"
+    command: str
+
+
+@dataclass(frozen=True)
+class State(Event):
+    """The privacy mode or the real microphone state changed; ``cause`` says who or what changed it."""
+
+    TYPE: ClassVar[str] = "state"
+    mode: str
+    mic_open: bool
+    cause: str
+
+
+@dataclass(frozen=True)
+class Recorded(Event):
+    """An utterance was stored, encrypted, in the vault."""
+
+    TYPE: ClassVar[str] = "recorded"
+    recording_id: str
+    duration: float
+    wake_word: str
+
+
+@dataclass(frozen=True)
+class Deleted(Event):
+    """Recordings were deleted (by voice, CLI, retention); ids are not repeated here on purpose."""
+
+    TYPE: ClassVar[str] = "deleted"
+    count: int
+    cause: str
+
+
+@dataclass(frozen=True)
+class Forwarded(Event):
+    """An utterance left the device to a consented sink."""
+
+    TYPE: ClassVar[str] = "forwarded"
+    sink: str
+    recording_id: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Transcript(Event):
+    """Text returned by a consented speech-to-text sink (never published on MQTT)."""
+
+    TYPE: ClassVar[str] = "transcript"
+    sink: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    """Something the owner should know that is not an error of theirs (disk full, sink down, ...)."""
+
+    TYPE: ClassVar[str] = "notice"
+    level: str
+    message: str

@@ -1,0 +1,63 @@
+"""Synthesized speech for tests, benchmarks and simulated households (espeak-ng, flite, sox).
+
+Fixtures are generated at run time instead of committed: they are small to describe and large to
+store. Every function returns 16 kHz mono int16 audio, the daemon's own format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from .. import SAMPLE_RATE
+from ..errors import VoxkeepError
+
+
+def _run(cmd: list[str]) -> None:
+    if shutil.which(cmd[0]) is None:
+        raise VoxkeepError(f"{cmd[0]} is not installed; install it (apt-get install espeak-ng flite sox)")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise VoxkeepError(f"{cmd[0]} failed: {proc.stderr.strip() or proc.returncode}")
+
+
+def speak(text: str, voice: str = "en-us", speed: int = 150, engine: str = "espeak-ng") -> np.ndarray:
+    """``text`` spoken by ``engine`` (espeak-ng or flite) as 16 kHz mono int16 samples."""
+    with tempfile.TemporaryDirectory(prefix="voxkeep-tts-") as tmp:
+        raw = Path(tmp) / "raw.wav"
+        out = Path(tmp) / "out.wav"
+        if engine == "flite":
+            _run(["flite", "-voice", voice or "slt", "-t", text, "-o", str(raw)])
+        else:
+            _run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text])
+        _run(["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out)])
+        data, _ = soundfile.read(str(out), dtype="int16")
+    return np.asarray(data, dtype=np.int16)
+
+
+def silence(seconds: float) -> np.ndarray:
+    """Digital silence."""
+    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.int16)
+
+
+def write_wav(path: Path, samples: np.ndarray) -> Path:
+    """Write 16 kHz mono int16 samples as a WAV file."""
+    soundfile.write(str(path), samples, SAMPLE_RATE, subtype="PCM_16")
+    return path
+
+
+def synthesize(text: str, cache: Path, voice: str = "en-us", speed: int = 150, pad: float = 0.5,
+               engine: str = "espeak-ng") -> Path:
+    """A WAV of ``text`` with ``pad`` seconds of silence each side, cached in ``cache`` by content."""
+    key = hashlib.sha256(f"{engine}|{voice}|{speed}|{pad}|{text}".encode()).hexdigest()[:16]
+    path = cache / f"{key}.wav"
+    if not path.exists():
+        samples = np.concatenate([silence(pad), speak(text, voice, speed, engine), silence(pad)])
+        write_wav(path, samples)
+    return path
