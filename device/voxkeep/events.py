@@ -133,3 +133,38 @@ class Notice(Event):
     TYPE: ClassVar[str] = "notice"
     level: str
     message: str
+
+
+@dataclass(frozen=True)
+class Handled(Event):
+    """The utterance after a wake word has been dealt with; the LED stops blinking.
+
+    ``outcome`` is "command", "recorded" or "not_recorded"; ``reason`` says why nothing was stored.
+    """
+
+    TYPE: ClassVar[str] = "handled"
+    wake_word: str
+    outcome: str
+    reason: str
+
+
+class JsonlWriter:
+    """Writes events as JSON Lines to stdout or a file, flushing each line so a reader sees it at once."""
+
+    def __init__(self, target: str) -> None:
+        import sys
+
+        self._own = target != "-"
+        try:
+            self._fh = open(target, "a", encoding="utf-8") if self._own else sys.stdout  # noqa: SIM115
+        except OSError as exc:
+            raise VoxkeepError(f"cannot write events to {target} ({exc.strerror}); choose another --events path") \
+                from None
+
+    def __call__(self, event: Event) -> None:
+        self._fh.write(event.to_json() + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._own:
+            self._fh.close()

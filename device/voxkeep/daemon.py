@@ -1,0 +1,222 @@
+"""The listening daemon: frames in, events out.
+
+The loop owns the audio source and does only what must happen per frame: score the frame, keep a
+short history, collect the utterance after a wake word. Everything that can block (disk, network,
+GPIO, command recognition) happens on other threads, reached through bounded queues: the event bus
+for observers, the utterance worker for commands and recordings. The privacy state machine decides;
+the loop obeys it by closing and reopening the stream and reports what the stream really did.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from . import FRAME_SAMPLES
+from .audio import AudioSource
+from .bus import EventBus
+from .capture import FRAME_SECONDS, Endpointer, Preroll, UtteranceCapture, frame_dbfs
+from .config import Settings
+from .events import Wake, WakeRejected
+from .handling import UtteranceWorker
+from .privacy import Mode, PrivacyState
+from .wake import WakeDetector, WakeHit
+
+log = logging.getLogger(__name__)
+
+HISTORY_SECONDS = 2.0
+"""Audio and scores kept for the wake verifier's second look."""
+
+
+class Verifier(Protocol):
+    """The second look at a wake (voxkeep.verify)."""
+
+    def check(self, word: str, score: float, audio: np.ndarray, scores: Any) -> Any: ...
+
+
+class FrameHook(Protocol):
+    """Called on the loop after each frame; used by simulations to act at exact audio times."""
+
+    def __call__(self, t: float) -> None: ...
+
+
+@dataclass
+class RunStats:
+    """Counts for the one-line summary at the end of file input."""
+
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    frames: int = 0
+    wakes: int = 0
+    rejected: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def summary(self, description: str) -> str:
+        speed = self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        parts = [f"{self.wakes} wake(s)", f"{self.rejected} rejected"]
+        parts += [f"{v} {k}" for k, v in self.extra.items()]
+        return (f"voxkeep: {description}: {self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s "
+                f"({speed:.0f}x real time): " + ", ".join(parts))
+
+
+class Daemon:
+    """The audio loop and the wiring of its workers; construct with real or test parts."""
+
+    def __init__(self, settings: Settings, source: AudioSource, detector: WakeDetector, privacy: PrivacyState,
+                 bus: EventBus, worker: UtteranceWorker, *, verifier: Verifier | None = None,
+                 tone_guard: Callable[[], bool] | None = None, watchdog: Callable[[], None] | None = None,
+                 on_frame: FrameHook | None = None, stop: threading.Event | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.source = source
+        self.detector = detector
+        self.privacy = privacy
+        self.bus = bus
+        self.worker = worker
+        self.verifier = verifier
+        self.tone_guard = tone_guard
+        self.watchdog = watchdog
+        self.on_frame = on_frame
+        self.stop = stop or threading.Event()
+        self.wall_clock = wall_clock
+        self.t = 0.0
+        """Seconds of audio since the input started (advances with wall time while a live mic is muted)."""
+        self.stats = RunStats()
+        self._history = Preroll(max(HISTORY_SECONDS, settings.vault.preroll_seconds))
+        self._preroll_frames = max(1, round(settings.vault.preroll_seconds / FRAME_SECONDS))
+        self._scores: dict[str, deque[float]] = {
+            w: deque(maxlen=round(HISTORY_SECONDS / FRAME_SECONDS)) for w in detector.words}
+        self._endpointer = Endpointer()
+        self._capture: UtteranceCapture | None = None
+
+    def clock(self) -> float:
+        """The audio clock, for events raised off the loop (button, CLI, MQTT)."""
+        return self.t
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self) -> RunStats:
+        """Process audio until the input ends or ``stop`` is set."""
+        started = time.monotonic()
+        self.worker.start()
+        try:
+            self._loop()
+        finally:
+            if self._capture is not None:
+                self._submit(self._capture.finish(self.t))
+                self._capture = None
+            if self.source.is_open:
+                self.source.close()
+            self.privacy.set_mic_open(False, "stopped")
+            self.worker.stop()
+            self.stats.audio_seconds = self.t
+            self.stats.wall_seconds = time.monotonic() - started
+            self.stats.extra.update({k: v for k, v in self.worker.stats.items()})
+        return self.stats
+
+    def _loop(self) -> None:
+        pace_origin = time.monotonic()
+        while not self.stop.is_set():
+            if self.privacy.muted:
+                if not self._while_muted():
+                    return
+                continue
+            if not self.source.is_open:
+                self.source.open()
+                self.detector.reset()
+            if not self.privacy.mic_open:
+                self.privacy.set_mic_open(True, "mic")
+            frame = self.source.read()
+            if frame is None:
+                return
+            self._process(frame)
+            if self.settings.audio.realtime and not self.source.live:
+                self.stop.wait(max(0.0, pace_origin + self.t - time.monotonic()))
+
+    def _while_muted(self) -> bool:
+        """Muted: close the stream (live) or discard input (files). False when the run should end."""
+        if self._capture is not None:
+            self._capture = None  # a mute mid-utterance keeps nothing of it
+        if self.source.live:
+            if self.source.is_open:
+                self.source.close()
+            self.privacy.set_mic_open(False, "mute")
+            muted_at = time.monotonic()
+            if not self.privacy.wait_until_unmuted(self.stop):
+                return False
+            self.t += time.monotonic() - muted_at
+            self._history.clear()
+            return True
+        self.privacy.set_mic_open(False, "mute")
+        frame = self.source.read()
+        if frame is None:
+            return False
+        self._advance()
+        self._history.clear()
+        return True
+
+    def _advance(self) -> None:
+        self.stats.frames += 1
+        self.t = round(self.stats.frames * FRAME_SECONDS, 6)
+        if self.on_frame is not None:
+            self.on_frame(self.t)
+
+    def _process(self, frame: np.ndarray) -> None:
+        hits = self.detector.process(frame)
+        self._history.append(frame)
+        for word, score in self.detector.last_scores.items():
+            self._scores[word].append(score)
+        level = frame_dbfs(frame)
+        self._advance()
+        if self.watchdog is not None:
+            self.watchdog()
+        if self._capture is not None:
+            done = self._capture.feed(frame, self.t)
+            if done is not None:
+                self._capture = None
+                self._submit(done)
+            return
+        self._endpointer.observe(level)
+        for hit in hits:
+            if self._accept(hit):
+                break
+
+    def _accept(self, hit: WakeHit) -> bool:
+        """Second look at a hit; on success open the command window. True if it opened."""
+        t = self.t
+        reason = ""
+        if self.tone_guard is not None and self.tone_guard():
+            reason = "own confirmation tone"
+        elif self.verifier is not None:
+            audio = np.concatenate(self._history.frames()) if self._history.frames() else np.zeros(
+                FRAME_SAMPLES, np.int16)
+            verdict = self.verifier.check(hit.wake_word, hit.score, audio, list(self._scores[hit.wake_word]))
+            if not verdict.ok:
+                reason = str(verdict.reason)
+        if reason:
+            self.stats.rejected += 1
+            self.bus.publish(WakeRejected(t=t, wake_word=hit.wake_word, score=round(hit.score, 4), reason=reason))
+            return False
+        self.stats.wakes += 1
+        self.bus.publish(Wake(t=t, wake_word=hit.wake_word, score=round(hit.score, 4)))
+        store_allowed = self.privacy.mode is Mode.LISTENING
+        max_seconds = self.settings.commands.max_seconds
+        if store_allowed:
+            max_seconds = max(max_seconds, self.settings.vault.max_utterance_seconds)
+        frames = self._history.frames()
+        preroll = frames[-self._preroll_frames:] if store_allowed else frames[-1:]
+        self._capture = UtteranceCapture(
+            preroll=preroll, t_wake=t, wake_word=hit.wake_word, score=hit.score, store_allowed=store_allowed,
+            wall_time=self.wall_clock(), endpointer=self._endpointer, max_seconds=max_seconds,
+            silence_seconds=self.settings.commands.silence_seconds)
+        return True
+
+    def _submit(self, utterance: Any) -> None:
+        self.worker.submit(utterance, wait=not self.source.live)
+

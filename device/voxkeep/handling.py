@@ -1,0 +1,160 @@
+"""Handling an utterance, beside the audio loop: recognise a privacy command, obey it, keep or drop audio.
+
+One worker thread takes finished utterances from a small bounded queue, in order, so a command in one
+utterance is in force before the next utterance is judged. Audio is stored only if the mode allowed it
+both when the wake word was heard and now, the utterance was not itself a privacy command, an owner
+key exists and retention keeps anything at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from . import SAMPLE_RATE
+from .capture import Utterance
+from .config import Settings
+from .errors import VoxkeepError
+from .events import Command, Deleted, Event, Handled, Notice, Recorded
+from .privacy import Mode, PrivacyState
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 4
+"""Utterances waiting to be handled; more than this while live means the device is overloaded."""
+
+VOICE_ACTIONS = {"stop_recording": "recording_off", "start_recording": "recording_on"}
+
+
+class Recognizer(Protocol):
+    """What the worker needs of a command recogniser (voxkeep.commands)."""
+
+    def recognize(self, pcm: Any) -> Any: ...
+
+
+class VaultLike(Protocol):
+    """What the worker needs of the vault (voxkeep.vault)."""
+
+    def why_not_recording(self) -> str | None: ...
+    def store(self, pcm: Any, *, started_at: float, wake_word: str, score: float, command: str | None) -> str: ...
+    def delete_last(self, cause: str) -> int: ...
+    def delete_today(self, cause: str) -> int: ...
+
+
+class UtteranceWorker:
+    """The thread that turns utterances into commands, recordings and events."""
+
+    def __init__(self, settings: Settings, privacy: PrivacyState, publish: Callable[[Event], None], *,
+                 recognizer: Recognizer | None, vault: VaultLike | None,
+                 on_command: Callable[[str], None] | None = None,
+                 on_recorded: Callable[[Utterance, str], None] | None = None) -> None:
+        self._settings = settings
+        self._privacy = privacy
+        self._publish = publish
+        self._recognizer = recognizer
+        self._vault = vault
+        self._on_command = on_command
+        self._on_recorded = on_recorded
+        self._queue: queue.Queue[Utterance | None] = queue.Queue(maxsize=QUEUE_SIZE)
+        self._thread = threading.Thread(target=self._run, name="utterances", daemon=True)
+        self.dropped = 0
+        self.stats = {"commands": 0, "recorded": 0}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, utterance: Utterance, *, wait: bool) -> bool:
+        """Queue an utterance; with ``wait`` (file input) block until it has been handled."""
+        if wait:
+            self._queue.put(utterance)
+            self._queue.join()
+            return True
+        try:
+            self._queue.put_nowait(utterance)
+        except queue.Full:
+            self.dropped += 1
+            self._publish(Notice(t=utterance.t_end, level="warning",
+                                 message="busy: an utterance was dropped unhandled (nothing stored)"))
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Finish what is queued, then end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                self._handle(item)
+            except Exception:
+                log.exception("failed to handle an utterance")
+            finally:
+                self._queue.task_done()
+
+    def _handle(self, u: Utterance) -> None:
+        command = self._recognise(u)
+        t_cmd = u.t_wake + (len(u.pcm) - u.command_start) / SAMPLE_RATE
+        if command is not None:
+            self.stats["commands"] += 1
+            self._publish(Command(t=min(t_cmd, u.t_end), command=command))
+            self._obey(command, u.t_end)
+            if self._on_command is not None:
+                self._on_command(command)
+            self._publish(Handled(t=u.t_end, wake_word=u.wake_word, outcome="command", reason=""))
+            return
+        reason = self._why_not_store(u)
+        if reason is None:
+            assert self._vault is not None
+            try:
+                rec_id = self._vault.store(u.pcm, started_at=u.wall_time, wake_word=u.wake_word, score=u.score,
+                                           command=None)
+            except VoxkeepError as exc:
+                log.error("recording not stored: %s", exc)
+                self._publish(Notice(t=u.t_end, level="error", message=f"recording not stored: {exc}"))
+                reason = "storage failed"
+            else:
+                self.stats["recorded"] += 1
+                duration = len(u.pcm) / SAMPLE_RATE
+                self._publish(Recorded(t=u.t_end, recording_id=rec_id, duration=round(duration, 2),
+                                       wake_word=u.wake_word))
+                if self._on_recorded is not None:
+                    self._on_recorded(u, rec_id)
+                self._publish(Handled(t=u.t_end, wake_word=u.wake_word, outcome="recorded", reason=""))
+                return
+        self._publish(Handled(t=u.t_end, wake_word=u.wake_word, outcome="not_recorded", reason=reason))
+
+    def _recognise(self, u: Utterance) -> str | None:
+        if self._recognizer is None:
+            return None
+        window = u.pcm[u.command_start:u.command_start + int(self._settings.commands.max_seconds * SAMPLE_RATE)]
+        result = self._recognizer.recognize(window)
+        return None if result is None else str(result.command)
+
+    def _obey(self, command: str, t: float) -> None:
+        action = VOICE_ACTIONS.get(command)
+        if action is not None:
+            outcome = self._privacy.request(action, "voice")
+            if not outcome.ok:
+                self._publish(Notice(t=t, level="info", message=outcome.message))
+            return
+        if self._vault is None:
+            self._publish(Notice(t=t, level="info", message=f"{command}: there is no vault, nothing to delete"))
+            return
+        count = self._vault.delete_last("voice") if command == "delete_last" else self._vault.delete_today("voice")
+        self._publish(Deleted(t=t, count=count, cause=f"voice:{command}"))
+
+    def _why_not_store(self, u: Utterance) -> str | None:
+        if not u.store_allowed or self._privacy.mode is not Mode.LISTENING:
+            return "not recording"
+        if self._settings.vault.retention_days == 0:
+            return "retention_days is 0"
+        if self._vault is None:
+            return "no vault"
+        return self._vault.why_not_recording()
