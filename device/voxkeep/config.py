@@ -87,6 +87,8 @@ class GpioSettings:
     """BCM pin of the single status LED (on = not recording or muted; blinks while handling a wake)."""
     rgb_pins: list[int] = field(default_factory=list)
     """BCM pins [red, green, blue] of an optional RGB LED."""
+    rgb_common_anode: bool = False
+    """True for a common-anode RGB LED (common leg to 3.3 V); false for common cathode (to GND)."""
     button_pin: int | None = None
     """BCM pin of the mute button (press toggles mute; long press re-enables recording)."""
     mute_switch_pin: int | None = None
