@@ -203,7 +203,7 @@ def _mix(clean: np.ndarray, noise: str, rng: np.random.Generator, babble: np.nda
     else:
         start = int(rng.integers(0, len(babble) - len(x)))
         bg = babble[start:start + len(x)].astype(np.float32)
-    snr_db = float(noise.lstrip("whitespeech"))
+    snr_db = float(re.sub(r"[a-z]", "", noise))
     power = float(np.mean(x ** 2)) / (10 ** (snr_db / 10))
     bg *= np.sqrt(power / max(float(np.mean(bg ** 2)), 1e-9))
     return np.clip(x + bg, -32768, 32767).astype(np.int16)
