@@ -2,7 +2,8 @@
 
 ``WakeDetector.process`` takes one frame and returns the wake words that crossed their threshold on
 it. A refractory period per word turns the run of high scores one utterance gives into one hit.
-The openWakeWord import is kept inside ``_load_model`` so nothing else in voxkeep sees the library.
+The models run in ``engine.WakeEngine`` (openWakeWord's arithmetic on onnxruntime, without the
+library's scipy/scikit-learn imports), behind an energy gate that skips them in a quiet room.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from . import FRAME_SAMPLES, SAMPLE_RATE
 from .config import WakeSettings
+from .engine import EnergyGate, WakeEngine
 from .errors import ModelError
 from .models import FEATURE_MODELS, resolve_wake_word, verified_path
 
@@ -30,23 +31,14 @@ class WakeHit:
     score: float
 
 
-def _load_model(paths: list[Path], models_dir: Path) -> Any:
-    melspec, embedding = (verified_path(models_dir, name) for name in FEATURE_MODELS)
-    from openwakeword.model import Model
-
-    try:
-        return Model(wakeword_models=[str(p) for p in paths], inference_framework="onnx",
-                     melspec_model_path=str(melspec), embedding_model_path=str(embedding))
-    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-        names = ", ".join(str(p) for p in paths)
-        raise ModelError(f"cannot load wake-word model(s) {names}: {str(exc).splitlines()[0]}; "
-                         "use an openWakeWord-compatible .onnx file") from None
-
-
 class WakeDetector:
-    """Scores frames and applies per-word thresholds and the refractory period."""
+    """Scores frames and applies per-word thresholds and the refractory period.
 
-    def __init__(self, settings: WakeSettings, models_dir: Path) -> None:
+    ``gate=False`` runs the models on every frame (for comparisons); the default skips them while
+    the room is quiet, which gives the same wakes (see ``engine``).
+    """
+
+    def __init__(self, settings: WakeSettings, models_dir: Path, *, gate: bool = True) -> None:
         resolved = [resolve_wake_word(spec, models_dir) for spec in settings.words]
         names = [name for name, _ in resolved]
         dupes = {n for n in names if names.count(n) > 1}
@@ -57,9 +49,9 @@ class WakeDetector:
         unknown = set(settings.thresholds) - set(names)
         if unknown:
             log.warning("thresholds given for wake words that are not enabled: %s", ", ".join(sorted(unknown)))
-        self._model = _load_model([p for _, p in resolved], models_dir)
-        # openWakeWord keys its predictions by file stem; map them back to event names.
-        self._keys = {Path(p).stem: n for n, p in resolved}
+        melspec, embedding = (verified_path(models_dir, name) for name in FEATURE_MODELS)
+        self._engine = WakeEngine(melspec, embedding, [p for _, p in resolved],
+                                  gate=EnergyGate() if gate else None)
         self._refractory_frames = round(settings.refractory_seconds * SAMPLE_RATE / FRAME_SAMPLES)
         self._quiet_until = dict.fromkeys(names, -1)
         self._frame = 0
@@ -71,10 +63,9 @@ class WakeDetector:
 
     def process(self, frame: np.ndarray) -> list[WakeHit]:
         """Score one frame; return the words that woke on it."""
-        scores = self._model.predict(frame)
+        scores = self._engine.process(frame)
         hits = []
-        for key, score in scores.items():
-            word = self._keys[key]
+        for word, score in zip(self.words, scores, strict=True):
             value = float(score)
             self.last_scores[word] = value
             if value >= self._thresholds[word] and self._frame > self._quiet_until[word]:
@@ -85,4 +76,14 @@ class WakeDetector:
 
     def reset(self) -> None:
         """Forget buffered audio, e.g. after the microphone was closed and reopened."""
-        self._model.reset()
+        self._engine.reset()
+
+    @property
+    def listening(self) -> bool:
+        """Whether the models ran on the latest frame (False: the gate judged the room quiet)."""
+        return self._engine.gate_open
+
+    @property
+    def frames_scored(self) -> int:
+        """Frames the models ran on since start, for the summary line and the benchmark."""
+        return self._engine.frames_scored
