@@ -79,6 +79,9 @@ class CommandSettings:
     """Silence that ends the command window early."""
     allow_voice_resume: bool = False
     """Obey "start recording again" by voice. Off: anyone in the room could say it."""
+    min_score: float = -1.0
+    """How closely speech must fit a command to be obeyed: grammar fit minus free phone-loop fit, in nats
+    per frame (0 is perfect). Raise it toward 0 to reject more; bench/commands_eval.py measures both sides."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,10 @@ class MqttSettings:
     """Name of this speaker in topics; "" uses the host name."""
     discovery_prefix: str = "homeassistant"
     """Home Assistant discovery prefix."""
+    reconnect_min_seconds: float = 1.0
+    """First wait before reconnecting to a broker that is down; doubles on each failure."""
+    reconnect_max_seconds: float = 60.0
+    """Longest wait between reconnection attempts."""
 
 
 @dataclass(frozen=True)
