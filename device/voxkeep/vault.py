@@ -285,6 +285,12 @@ class Vault:
         head = self.audit_log.head()
         return str(head["hash"]) if head else ""
 
+    def status(self) -> dict[str, Any]:
+        """The vault's part of ``voxkeep status`` and the MQTT state (metadata only)."""
+        return {"owner_registered": self.owner_registered(), "why_not_recording": self.why_not_recording(),
+                "recordings_stored": self.count(), "retention_days": self.settings.retention_days,
+                "consents": self.active_consents()}
+
     # ----------------------------------------------------------------- storing
 
     def store(self, pcm: np.ndarray, *, started_at: float, wake_word: str, score: float,
