@@ -67,7 +67,7 @@ class EnergyGate:
     needed, because the engine replays the 2 s before it (the soft start of "hey" included).
     """
 
-    def __init__(self, margin_db: float = 10.0, min_db: float = -60.0, max_db: float = -35.0,
+    def __init__(self, margin_db: float = 10.0, min_db: float = -50.0, max_db: float = -35.0,
                  rise_db: float = 0.05) -> None:
         self.margin_db = margin_db
         self.min_db = min_db
