@@ -13,6 +13,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,10 @@ from . import __version__
 from .audio import AudioSource, make_source
 from .bus import EventBus
 from .config import Settings
+from .control import ControlServer
 from .daemon import Daemon, FrameHook, RunStats
 from .durable import private_dir
-from .events import Event, JsonlWriter
+from .events import Event, JsonlWriter, Wake
 from .handling import UtteranceWorker
 from .privacy import STATE_FILE, PrivacyState
 from .wake import WakeDetector
@@ -42,11 +44,37 @@ class App:
     starters: list[Callable[[], None]] = field(default_factory=list)
     stoppers: list[Callable[[], None]] = field(default_factory=list)
 
+    last_wake: dict[str, Any] | None = None
+
+    def status(self) -> dict[str, Any]:
+        """Everything ``voxkeep status`` and MQTT report; metadata only, never audio or words."""
+        out = self.privacy.snapshot()
+        out["last_wake"] = self.last_wake
+        out["version"] = __version__
+        if self.vault is not None:
+            out.update(self.vault.status())
+        return out
+
+    def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer one control-socket request (on the control thread)."""
+        action = request.get("action")
+        if action == "status":
+            return {"ok": True, "message": "", "status": self.status()}
+        outcome = self.privacy.request(str(action), "cli")
+        return {"ok": outcome.ok, "message": outcome.message, "status": self.status()}
+
+    def observe(self, event: Event) -> None:
+        """Keep what status reports about recent events (runs on the bus's thread)."""
+        if isinstance(event, Wake):
+            self.last_wake = {"t": event.t, "wake_word": event.wake_word,
+                              "at": datetime.now(UTC).isoformat(timespec="seconds")}
+
     def run(self, *, handle_signals: bool = False) -> RunStats:
         """Start the edges, run the loop to the end of input (or a signal), stop everything."""
+        previous = {}
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self.daemon.stop.set())
+                previous[sig] = signal.signal(sig, lambda *_: self.daemon.stop.set())
         try:
             for start in self.starters:
                 start()
@@ -59,12 +87,14 @@ class App:
                 except Exception:
                     log.exception("error while shutting down")
             self.bus.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def build_app(settings: Settings, *, source: AudioSource | None = None, events_out: str | None = None,
               extra_observers: list[Callable[[Event], None]] | None = None, on_frame: FrameHook | None = None,
               pa_module: Any = None, pin_factory: Any = None, stop: threading.Event | None = None,
-              wall_clock: Callable[[], float] | None = None) -> App:
+              wall_clock: Callable[[], float] | None = None, control: bool = True) -> App:
     """Wire a daemon from ``settings``; every keyword is a seam for tests and simulations."""
     state_dir = private_dir(settings.state_path)
     source = source or make_source(settings.audio.input, settings.audio.device, pa_module=pa_module)
@@ -91,6 +121,11 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
                     stop=stop, **({"wall_clock": wall_clock} if wall_clock else {}))
     holder["daemon"] = daemon
     app = App(settings, daemon, privacy, bus, vault=vault, stoppers=app_stoppers)
+    bus.subscribe("status", app.observe)
+    if control:
+        server = ControlServer(state_dir, app.control)
+        app.starters.append(server.start)
+        app.stoppers.append(server.stop)
     log.info("voxkeep %s: wake words %s, mode %s, state in %s", __version__, ", ".join(detector.words),
              privacy.mode.value, state_dir)
     return app

@@ -121,6 +121,8 @@ def _check_riff_length(path: Path) -> None:
                             f"{have} are there; use a complete copy of the file")
                     return
                 pos += 8 + clen + (clen & 1)
+    except AudioInputError:
+        raise
     except OSError as exc:
         raise AudioInputError(f"cannot read {path}: {exc.strerror}") from None
 

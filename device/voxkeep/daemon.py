@@ -126,16 +126,16 @@ class Daemon:
             if self.privacy.muted:
                 if not self._while_muted():
                     return
-                continue
-            if not self.source.is_open:
-                self.source.open()
-                self.detector.reset()
-            if not self.privacy.mic_open:
-                self.privacy.set_mic_open(True, "mic")
-            frame = self.source.read()
-            if frame is None:
-                return
-            self._process(frame)
+            else:
+                if not self.source.is_open:
+                    self.source.open()
+                    self.detector.reset()
+                if not self.privacy.mic_open:
+                    self.privacy.set_mic_open(True, "mic")
+                frame = self.source.read()
+                if frame is None:
+                    return
+                self._process(frame)
             if self.settings.audio.realtime and not self.source.live:
                 self.stop.wait(max(0.0, pace_origin + self.t - time.monotonic()))
 
@@ -154,6 +154,8 @@ class Daemon:
             self._history.clear()
             return True
         self.privacy.set_mic_open(False, "mute")
+        if not self.source.is_open:
+            self.source.open()
         frame = self.source.read()
         if frame is None:
             return False
@@ -183,7 +185,8 @@ class Daemon:
                 self._submit(done)
             return
         self._endpointer.observe(level)
-        for hit in hits:
+        # Several models may fire on one phrase ("hey jarvis" also scores as hey_marvin): best first.
+        for hit in sorted(hits, key=lambda h: -h.score):
             if self._accept(hit):
                 break
 

@@ -1,0 +1,102 @@
+"""``voxkeep mute|unmute|recording on|off|status``: the owner's switches.
+
+They talk to the running daemon over its control socket. With no daemon running they change the saved
+state directly, so the next start obeys them (mute survives restarts either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .common import common_parent, settings_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parent = common_parent()
+    for name, action, text in (("mute", "mute", "close the microphone (only the owner or the button can unmute)"),
+                               ("unmute", "unmute", "open the microphone again")):
+        p = sub.add_parser(name, parents=[parent], help=text, description=text[0].upper() + text[1:] + ".")
+        p.set_defaults(handler=_change, action=action)
+    rec = sub.add_parser("recording", parents=[parent], help="allow or stop keeping recordings",
+                         description="'on' lets the speaker keep recordings after a wake word (in the encrypted "
+                                     "vault); 'off' keeps nothing, while wake words and commands still work.")
+    rec.add_argument("state", choices=["on", "off"])
+    rec.set_defaults(handler=_change, action=None)
+    status = sub.add_parser("status", parents=[parent], help="what the speaker is doing and why",
+                            description="Show the mode, the microphone, recordings kept, and why nothing is "
+                                        "being recorded if that is so.")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(handler=_status)
+
+
+def _change(args: argparse.Namespace) -> int:
+    from ..control import DaemonNotRunning, request
+    from ..durable import private_dir
+    from ..privacy import STATE_FILE, PrivacyState
+
+    action = args.action or f"recording_{args.state}"
+    settings = settings_from_args(args)
+    try:
+        reply = request(settings.state_path, {"action": action})
+    except DaemonNotRunning:
+        state = PrivacyState(private_dir(settings.state_path) / STATE_FILE)
+        outcome = state.request(action, "cli")
+        print(f"{outcome.message} (the daemon is not running; it will start this way)")
+        return 0 if outcome.ok else 1
+    print(reply.get("message", ""))
+    return 0 if reply.get("ok") else 1
+
+
+def offline_status(settings: Any) -> dict[str, Any]:
+    """What ``status`` can say from the saved state when no daemon is running."""
+    from ..privacy import STATE_FILE, read_choices
+    from ..vault import Vault
+
+    choices, problem = read_choices(settings.state_path / STATE_FILE)
+    out: dict[str, Any] = {"daemon_running": False, "mode": choices.mode.value, "mic_open": False,
+                           "recording_enabled": choices.recording}
+    if problem:
+        out["problem"] = problem
+    out.update(Vault(settings.state_path, settings.vault).status())
+    return out
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ..control import DaemonNotRunning, request
+
+    settings = settings_from_args(args)
+    try:
+        status = request(settings.state_path, {"action": "status"})["status"]
+        status["daemon_running"] = True
+    except DaemonNotRunning:
+        status = offline_status(settings)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(format_status(status))
+    return 0
+
+
+def format_status(s: dict[str, Any]) -> str:
+    """The status in plain words, most important first."""
+    mode = {"listening": "listening (recordings kept)", "not_recording": "listening, NOT recording",
+            "muted": "MUTED (microphone closed)"}.get(s.get("mode", ""), s.get("mode", "?"))
+    lines = [f"mode:        {mode}",
+             f"daemon:      {'running' if s.get('daemon_running') else 'not running'}",
+             f"microphone:  {'open' if s.get('mic_open') else 'closed'}"]
+    if s.get("switch_engaged"):
+        lines.append("mute switch: ENGAGED (release it to unmute)")
+    if s.get("why_not_recording") and s.get("mode") == "listening":
+        lines.append(f"not storing: {s['why_not_recording']}")
+    if "recordings_stored" in s:
+        lines.append(f"recordings:  {s['recordings_stored']} stored, kept {s.get('retention_days', '?')} days")
+    if s.get("consents") is not None:
+        lines.append(f"forwarding:  {', '.join(s['consents']) or 'none (nothing leaves this device)'}")
+    if s.get("last_wake"):
+        lw = s["last_wake"]
+        lines.append(f"last wake:   {lw.get('wake_word')} at {lw.get('at')}")
+    if s.get("problem"):
+        lines.append(f"problem:     {s['problem']}")
+    return "\n".join(lines)
