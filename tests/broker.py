@@ -1,6 +1,7 @@
 """A real Mosquitto for the MQTT tests: free loopback ports, passwords, an ACL and TLS from a test CA.
 
-Import the fixtures into a test module (``from broker import broker, ...``). Each broker runs from the
+Import the fixtures into a test module (``from broker import broker_fixture, ...``; each is registered
+under the name without ``_fixture``, so test parameters do not shadow the imports). Each broker runs from the
 Debian ``mosquitto`` binary with a generated config in a temp dir, never the system service, so tests
 see exactly the authentication and ACL rules a household broker would enforce.
 """
@@ -137,6 +138,7 @@ class Listener:
 
     def __init__(self, broker: Broker, user: str = "ha", topics: tuple[str, ...] = ("#",),
                  messages: queue.Queue[tuple[str, bytes, bool]] | None = None) -> None:
+        self.broker = broker
         self.messages = messages if messages is not None else queue.Queue()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}",
                                   protocol=mqtt.MQTTv5)
@@ -153,22 +155,40 @@ class Listener:
     def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
 
-    def wait_for(self, topic: str, predicate: Any = None, timeout: float = 10.0) -> bytes:
-        """The next payload on ``topic`` for which ``predicate(payload)`` holds; fails after ``timeout``."""
+    def collect_until(self, topic: str, predicate: Any = None, timeout: float = 10.0) -> list[tuple[str, bytes, bool]]:
+        """Messages received up to and including the next on ``topic`` for which ``predicate(payload)`` holds."""
+        seen: list[tuple[str, bytes, bool]] = []
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
-                got_topic, payload, _retain = self.messages.get(timeout=left)
+                seen.append(self.messages.get(timeout=left))
             except queue.Empty:
                 break
-            if got_topic == topic and (predicate is None or predicate(payload)):
-                return payload
+            if seen[-1][0] == topic and (predicate is None or predicate(seen[-1][1])):
+                return seen
         raise AssertionError(f"nothing matching on {topic} within {timeout} s")
+
+    def wait_for(self, topic: str, predicate: Any = None, timeout: float = 10.0) -> bytes:
+        """The next payload on ``topic`` for which ``predicate(payload)`` holds; fails after ``timeout``."""
+        return self.collect_until(topic, predicate, timeout)[-1][1]
 
     def wait_json(self, topic: str, predicate: Any = None, timeout: float = 10.0) -> Any:
         """Like wait_for, decoding JSON, with ``predicate`` applied to the decoded value."""
         raw = self.wait_for(topic, lambda p: bool(p) and (predicate is None or predicate(json.loads(p))), timeout)
         return json.loads(raw)
+
+    def latest(self, done: Any, timeout: float = 10.0) -> dict[str, bytes]:
+        """Collect messages, keeping the last payload per topic, until ``done(that dict)`` holds."""
+        held: dict[str, bytes] = {}
+        deadline = time.monotonic() + timeout
+        while not done(held):
+            left = deadline - time.monotonic()
+            try:
+                topic, payload, _retain = self.messages.get(timeout=max(left, 0))
+            except queue.Empty:
+                raise AssertionError(f"gave up after {timeout} s; last payloads: {held}") from None
+            held[topic] = payload
+        return held
 
     def drain(self) -> list[tuple[str, bytes, bool]]:
         """Everything received so far (and not yet consumed)."""
@@ -182,8 +202,8 @@ class Listener:
         self.client.loop_stop()
 
 
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+@pytest.fixture(scope="session", name="pki")
+def pki_fixture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The test CA, the broker's certificate from it, and an unrelated CA that must not be trusted."""
     directory = tmp_path_factory.mktemp("pki")
     ca = make_ca(directory, "test-ca")
@@ -200,32 +220,32 @@ def _start_broker(directory: Path, pki: dict[str, Path]) -> Broker:
     return broker
 
 
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory, pki: dict[str, Path]) -> Iterator[Broker]:
+@pytest.fixture(scope="session", name="broker")
+def broker_fixture(tmp_path_factory: pytest.TempPathFactory, pki: dict[str, Path]) -> Iterator[Broker]:
     """A broker shared by the tests that neither kill nor reconfigure it."""
     b = _start_broker(tmp_path_factory.mktemp("broker"), pki)
     yield b
     b.kill()
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path, pki: dict[str, Path]) -> Iterator[Broker]:
+@pytest.fixture(name="own_broker")
+def own_broker_fixture(tmp_path: Path, pki: dict[str, Path]) -> Iterator[Broker]:
     """A broker for one test, which may kill and restart it."""
     b = _start_broker(tmp_path / "own-broker", pki)
     yield b
     b.kill()
 
 
-@pytest.fixture
-def listener(broker: Broker) -> Iterator[Listener]:
+@pytest.fixture(name="listener")
+def listener_fixture(broker: Broker) -> Iterator[Listener]:
     """A subscriber to everything on the shared broker, as Home Assistant's account."""
     sub = Listener(broker)
     yield sub
     sub.close()
 
 
-@pytest.fixture
-def password_file(tmp_path: Path) -> Path:
+@pytest.fixture(name="password_file")
+def password_file_fixture(tmp_path: Path) -> Path:
     """The speaker's broker password in a file, the way a systemd credential supplies it."""
     path = tmp_path / "mqtt-password"
     path.write_text(USERS["voxkeep"] + "\n")

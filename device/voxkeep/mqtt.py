@@ -469,7 +469,9 @@ class BrokerSession:
     def _wait(self, key: Any) -> ReasonCode:
         deadline = time.monotonic() + self._timeout
         while key not in self._acks:
-            if time.monotonic() > deadline or self._client.loop(timeout=POLL_SECONDS) != mqtt.MQTT_ERR_SUCCESS:
+            # A refused CONNECT both acks and closes in one loop() call, so look at the ack first.
+            rc = self._client.loop(timeout=POLL_SECONDS)
+            if key not in self._acks and (rc != mqtt.MQTT_ERR_SUCCESS or time.monotonic() > deadline):
                 raise ConfigError(f"MQTT broker {self.settings.host}:{self.settings.port} stopped answering; "
                                   "check that it is running and reachable")
         return self._acks.pop(key)
