@@ -216,7 +216,7 @@ def test_full_disk_keeps_nothing_partial_and_the_vault_keeps_working(tmp_path: P
         with Vault(small / "state", VaultSettings(), **kwargs) as vault:
             vault.add_recipient(str(identity.to_public()))
             stored = []
-            with pytest.raises(VaultError, match="disk full") as failure:  # noqa: PT012
+            with pytest.raises(VaultError, match="disk full") as failure:
                 for i in range(100):
                     stored.append(vault.store(_pcm(2.0, seed=i), started_at=NOW + i, wake_word="w", score=1.0,
                                               command=None))
