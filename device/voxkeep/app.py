@@ -11,22 +11,28 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, sdnotify
 from .audio import AudioSource, make_source
 from .bus import EventBus
+from .commands import CommandRecognizer
 from .config import Settings
 from .control import ControlServer
 from .daemon import Daemon, FrameHook, RunStats
 from .durable import private_dir
-from .events import Event, JsonlWriter, Wake
+from .errors import VoxkeepError
+from .events import Deleted, Event, Handled, JsonlWriter, Notice, Recorded, State, Wake
 from .handling import UtteranceWorker
+from .indicators import LightView, MuteButton, MuteSwitch, StatusLight
 from .privacy import STATE_FILE, PrivacyState
+from .tones import TonePlayer
+from .vault import Vault
+from .verify import WakeVerifier
 from .wake import WakeDetector
 
 log = logging.getLogger(__name__)
@@ -37,10 +43,11 @@ class App:
     """A wired daemon and the edges to start before and stop after its loop."""
 
     settings: Settings
-    daemon: Daemon
     privacy: PrivacyState
     bus: EventBus
-    vault: Any = None
+    vault: Vault
+    daemon: Daemon = field(init=False)
+    light: StatusLight | None = None
     starters: list[Callable[[], None]] = field(default_factory=list)
     stoppers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -51,8 +58,7 @@ class App:
         out = self.privacy.snapshot()
         out["last_wake"] = self.last_wake
         out["version"] = __version__
-        if self.vault is not None:
-            out.update(self.vault.status())
+        out.update(self.vault.status())
         return out
 
     def control(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -106,22 +112,44 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
         log.error("%s", privacy.load_problem)
     bus = EventBus(live=source.live)
     privacy.subscribe(bus.publish)
-    app_stoppers: list[Callable[[], None]] = []
+    vault = Vault(state_dir, settings.vault, **({"clock": wall_clock} if wall_clock else {}))
+    app = App(settings, privacy, bus, vault)
+    app.stoppers.append(vault.close)
     if events_out:
         writer = JsonlWriter(events_out)
         bus.subscribe("events", writer, maxsize=1024)
-        app_stoppers.append(writer.close)
+        app.stoppers.append(writer.close)
     for i, observer in enumerate(extra_observers or []):
         bus.subscribe(f"extra{i}", observer)
-    vault = _build_vault(settings, state_dir)
-    recognizer = _build_recognizer(settings)
-    worker = UtteranceWorker(settings, privacy, bus.publish, recognizer=recognizer, vault=vault)
-    verifier = _build_verifier(settings)
-    daemon = Daemon(settings, source, detector, privacy, bus, worker, verifier=verifier, on_frame=on_frame,
-                    stop=stop, **({"wall_clock": wall_clock} if wall_clock else {}))
-    holder["daemon"] = daemon
-    app = App(settings, daemon, privacy, bus, vault=vault, stoppers=app_stoppers)
     bus.subscribe("status", app.observe)
+    bus.subscribe("audit", _Auditor(vault))
+
+    # What a person sees and hears. The light shows the saved mode before the microphone opens.
+    light = StatusLight(settings.gpio, pin_factory=pin_factory)
+    app.light = light
+    app.stoppers.append(light.close)
+    light_feed = _LightFeed(light, privacy)
+    light_feed.refresh()
+    bus.subscribe("light", light_feed)
+    _wire_inputs(app, settings, pin_factory)
+    tones = TonePlayer(settings.audio.output_device, pa_module=pa_module)
+    app.stoppers.append(tones.close)
+
+    recognizer = CommandRecognizer(settings.commands, detector.words)
+    worker = UtteranceWorker(settings, privacy, bus.publish, recognizer=recognizer, vault=vault,
+                             on_command=lambda command: tones.play(TONE_FOR[command]))
+    verifier = WakeVerifier(settings.wake, settings.models_path) if settings.wake.verify else None
+    daemon = Daemon(settings, source, detector, privacy, bus, worker, verifier=verifier, on_frame=on_frame,
+                    stop=stop, tone_guard=(lambda: time.monotonic() < tones.playing_until()) if tones.enabled
+                    else None, watchdog=_Watchdog() if sdnotify.watchdog_interval() else None,
+                    **({"wall_clock": wall_clock} if wall_clock else {}))
+    holder["daemon"] = app.daemon = daemon
+
+    app.starters.append(lambda: _vault_startup(vault, bus, daemon))
+    retention = _RetentionTimer(vault, daemon.stop)
+    app.starters.append(retention.start)
+    if settings.mqtt.host:
+        _wire_mqtt(app, settings)
     if control:
         server = ControlServer(state_dir, app.control)
         app.starters.append(server.start)
@@ -131,28 +159,127 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
     return app
 
 
-def _build_vault(settings: Settings, state_dir: Path) -> Any:
-    try:
-        from .vault import Vault
-    except ModuleNotFoundError:  # TODO(lead): remove once the vault lands
-        return None
-    vault = Vault(state_dir, settings.vault)
-    return vault
+TONE_FOR = {"stop_recording": "stopped_recording", "start_recording": "resumed", "delete_last": "deleted",
+            "delete_today": "deleted"}
+"""Which confirmation tone each privacy command plays."""
 
 
-def _build_recognizer(settings: Settings) -> Any:
-    try:
-        from .commands import CommandRecognizer
-    except ModuleNotFoundError:  # TODO(lead): remove once commands land
-        return None
-    return CommandRecognizer(settings.commands)
+def _wire_inputs(app: App, settings: Settings, pin_factory: Any) -> None:
+    """The mute button and the hardware switch, if wired. The switch is read before the mic opens."""
+    privacy = app.privacy
+    if settings.gpio.button_pin is not None:
+        button = MuteButton(settings.gpio, pin_factory=pin_factory,
+                            on_press=lambda: privacy.request("unmute" if privacy.muted else "mute", "button"),
+                            on_long_press=lambda: privacy.request("recording_on", "button"))
+        app.stoppers.append(button.close)
+    if settings.gpio.mute_switch_pin is not None:
+        switch = MuteSwitch(settings.gpio, on_change=privacy.set_switch, pin_factory=pin_factory)
+        privacy.set_switch(switch.engaged)
+        app.stoppers.append(switch.close)
 
 
-def _build_verifier(settings: Settings) -> Any:
-    if not settings.wake.verify:
-        return None
-    try:
-        from .verify import WakeVerifier
-    except ModuleNotFoundError:  # TODO(lead): remove once the verifier lands
-        return None
-    return WakeVerifier(settings.wake, settings.models_path)
+def _wire_mqtt(app: App, settings: Settings) -> None:
+    from .mqtt import MqttBridge
+
+    def on_command(action: str, cause: str) -> tuple[bool, str]:
+        outcome = app.privacy.request(action, cause)
+        return outcome.ok, outcome.message
+
+    bridge = MqttBridge(settings.mqtt, on_command=on_command, version=__version__)
+
+    def observe(event: Event) -> None:
+        bridge.publish_event(event)
+        if isinstance(event, State | Wake | Recorded | Deleted):
+            bridge.publish_state(app.status())
+
+    app.bus.subscribe("mqtt", observe)
+    app.starters.append(lambda: (bridge.start(), bridge.publish_state(app.status())))
+    app.stoppers.append(bridge.stop)
+
+
+class _LightFeed:
+    """Turns events into what the light shows; runs on its own bus thread, so GPIO never slows the loop."""
+
+    def __init__(self, light: StatusLight, privacy: PrivacyState) -> None:
+        self._light = light
+        self._privacy = privacy
+        self._handling = False
+
+    def refresh(self) -> None:
+        snap = self._privacy.snapshot()
+        self._light.show(LightView(mode=snap["mode"], mic_open=snap["mic_open"], handling_wake=self._handling))
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Wake):
+            self._handling = True
+        elif isinstance(event, Handled):
+            self._handling = False
+        elif not isinstance(event, State):
+            return
+        self.refresh()
+
+
+class _Auditor:
+    """Every change of privacy mode goes into the audit log (metadata only), off the audio loop."""
+
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+        self._mode: str | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, State) and event.mode != self._mode:
+            self._mode = event.mode
+            self._vault.audit("state", mode=event.mode, cause=event.cause)
+
+
+class _Watchdog:
+    """Pings systemd's watchdog from the audio loop, at most twice per watchdog interval."""
+
+    def __init__(self) -> None:
+        interval = sdnotify.watchdog_interval() or 10.0
+        self._every = interval / 2
+        self._next = 0.0
+        self._ready = False
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self._every
+        if not self._ready:
+            self._ready = sdnotify.ready()
+        sdnotify.watchdog()
+
+
+class _RetentionTimer:
+    """Deletes recordings past retention once an hour, on its own thread."""
+
+    PERIOD = 3600.0
+
+    def __init__(self, vault: Vault, stop: threading.Event) -> None:
+        self._vault = vault
+        self._stop = stop
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="retention", daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.PERIOD):
+            try:
+                self._vault.enforce_retention()
+            except VoxkeepError as exc:
+                log.error("retention: %s", exc)
+
+
+def _vault_startup(vault: Vault, bus: EventBus, daemon: Daemon) -> None:
+    """Reconcile index and files, then enforce retention, before the first frame."""
+    report = vault.reconcile()
+    if not report.clean:
+        log.warning("vault: %s", report.summary())
+        bus.publish(Notice(t=0.0, level="warning", message=f"vault: {report.summary()}"))
+    removed = vault.enforce_retention()
+    if removed:
+        bus.publish(Deleted(t=0.0, count=removed, cause="retention"))
+    why = vault.why_not_recording()
+    if why:
+        log.warning("recordings will not be kept: %s", why)

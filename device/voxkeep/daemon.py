@@ -148,8 +148,11 @@ class Daemon:
                 self.source.close()
             self.privacy.set_mic_open(False, "mute")
             muted_at = time.monotonic()
-            if not self.privacy.wait_until_unmuted(self.stop):
-                return False
+            while not self.privacy.wait_until_unmuted(timeout=0.5):
+                if self.stop.is_set():
+                    return False
+                if self.watchdog is not None:
+                    self.watchdog()  # alive, just not listening
             self.t += time.monotonic() - muted_at
             self._history.clear()
             return True

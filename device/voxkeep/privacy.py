@@ -202,12 +202,12 @@ class PrivacyState:
             self._mic_open = is_open
             self._notify(cause)
 
-    def wait_until_unmuted(self, stop: threading.Event, poll: float = 0.25) -> bool:
-        """Block (the audio thread, while its stream is closed) until unmuted or ``stop`` is set."""
+    def wait_until_unmuted(self, timeout: float) -> bool:
+        """Block (the audio thread, while its stream is closed) up to ``timeout``; True once unmuted."""
         with self._changed:
-            while self._choices.muted and not stop.is_set():
-                self._changed.wait(poll)
-        return not stop.is_set()
+            if self._choices.muted:
+                self._changed.wait(timeout)
+            return not self._choices.muted
 
     def _apply(self, new: Choices, cause: str) -> None:
         old_mode = self._choices.mode

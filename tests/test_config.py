@@ -1,0 +1,72 @@
+"""The config file: documented defaults, and one clear line for every mistake."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import one_error_line, run_cli
+from voxkeep.config import Settings, example_toml, load_settings
+from voxkeep.errors import ConfigError
+
+EXAMPLE = Path(__file__).parent.parent / "device" / "config.example.toml"
+
+
+def test_the_committed_example_is_current() -> None:
+    assert EXAMPLE.read_text() == example_toml(), "run: voxkeep config example > device/config.example.toml"
+
+
+def test_uncommenting_every_example_line_gives_the_defaults() -> None:
+    setting = re.compile(r"^# [a-z_]+ = ")
+    text = "\n".join(line[2:] if setting.match(line) and "(unset)" not in line else line
+                     for line in EXAMPLE.read_text().splitlines())
+    assert load_settings(None, tomllib.loads(text)) == Settings()
+
+
+@pytest.mark.parametrize("toml,words", [
+    ("[wake]\nthreshhold = 0.3", ["unknown config key 'wake.threshhold'", "threshold"]),
+    ("[wake]\nthreshold = 'high'", ["wake.threshold", "number"]),
+    ("[wake]\nthreshold = 1.5", ["wake.threshold", "between 0 and 1"]),
+    ("[wake]\nwords = 'alexa'", ["wake.words", "list"]),
+    ("[gpio]\nled_pin = true", ["gpio.led_pin", "integer"]),
+    ("[gpio]\nrgb_pins = [1, 2]", ["gpio.rgb_pins", "three"]),
+    ("[vault]\nretention_days = -1", ["vault.retention_days"]),
+    ("[mqtt]\nport = 70000", ["mqtt.port"]),
+    ("audio = 3", ["'audio'", "table"]),
+    ("[wake\n", ["TOML syntax"]),
+])
+def test_mistakes_name_the_key_and_what_is_allowed(tmp_path: Path, toml: str, words: list[str]) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        from voxkeep.config import find_config
+
+        load_settings(find_config(str(path)))
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[wake]\nwords = ["alexa"]\nthreshold = 0.6\n')
+    s = load_settings(path, {"wake": {"threshold": 0.7}})
+    assert (s.wake.words, s.wake.threshold) == (["alexa"], 0.7)
+
+
+def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[wake]\nthreshold = 'high'\n")
+    proc = run_cli("run", "--config", str(path), "--input", "nothing.wav")
+    assert proc.returncode == 1
+    assert "wake.threshold" in one_error_line(proc.stderr)
+    missing = run_cli("run", "--config", str(tmp_path / "nope.toml"))
+    assert "does not exist" in one_error_line(missing.stderr)
+
+
+def test_bad_cli_arguments_are_usage_errors() -> None:
+    proc = run_cli("run", "--threshold", "loud")
+    assert proc.returncode == 2
+    assert b"invalid float value" in proc.stderr and b"Traceback" not in proc.stderr
