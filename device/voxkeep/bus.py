@@ -31,13 +31,15 @@ class _Subscriber:
     def _run(self) -> None:
         while True:
             item = self.queue.get()
-            if item is _STOP:
-                return
             try:
+                if item is _STOP:
+                    return
                 self.handler(item)  # type: ignore[arg-type]
             except Exception:
                 # One observer's bug must not silence the others or the audio loop.
                 log.exception("observer %s failed on an event", self.name)
+            finally:
+                self.queue.task_done()
 
 
 class EventBus:
@@ -67,6 +69,13 @@ class EventBus:
                     sub.dropped += 1
             else:
                 sub.queue.put(event)
+
+    def drain(self) -> None:
+        """Wait until every event published so far has been handled (simulations read the LED after it)."""
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            sub.queue.join()
 
     def dropped(self) -> dict[str, int]:
         """Events each observer lost to a full queue."""
