@@ -1,0 +1,370 @@
+"""Deployment on the Pi: the systemd unit, the install/uninstall scripts, the pi-gen stage and sd_notify.
+
+The scripts run for real in a scratch root with ``--dry-run``: files are written there and checked;
+only the commands that would change this machine (apt-get, useradd, systemctl, pip) are printed.
+systemd-analyze and shellcheck are required tools (.ci/run installs them): missing means FAIL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from voxkeep import sdnotify
+
+REPO = Path(__file__).resolve().parents[1]
+UNIT = REPO / "systemd" / "voxkeep.service"
+HW = REPO / "hw"
+STAGE = HW / "pi-gen" / "stage-voxkeep"
+EXAMPLE_KEY = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+
+
+def tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; apt-get install {package}")
+    return path
+
+
+def unit_value(key: str) -> str:
+    values = re.findall(rf"^{key}=(.*)$", UNIT.read_text(), flags=re.M)
+    assert values, f"{key}= missing from {UNIT.name}"
+    return values[-1]
+
+
+INSTALLED_UNIT = "/etc/systemd/system/voxkeep.service"
+
+
+@pytest.fixture
+def unit_root(tmp_path: Path) -> Path:
+    """A root with systemd's own units and the installed command, so verify checks ExecStart too."""
+    root = tmp_path / "root"
+    system_units = next(p for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")) if p.is_dir())
+    shutil.copytree(system_units, root / "usr/lib/systemd/system", symlinks=True)
+    exe = root / unit_value("ExecStart").split()[0].lstrip("/")
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    (root / INSTALLED_UNIT.lstrip("/")).parent.mkdir(parents=True)
+    return root
+
+
+def verify(root: Path, unit_text: str) -> subprocess.CompletedProcess[str]:
+    """``systemd-analyze verify`` of ``unit_text`` installed where install.sh puts it, inside ``root``."""
+    (root / INSTALLED_UNIT.lstrip("/")).write_text(unit_text)
+    return subprocess.run([tool("systemd-analyze", "systemd"), "verify", f"--root={root}", INSTALLED_UNIT],
+                          capture_output=True, text=True)
+
+
+def test_unit_passes_systemd_analyze_verify(unit_root):
+    result = verify(unit_root, UNIT.read_text())
+    # Unknown keys and bad values are only warnings to systemd; any output at all is a defect here.
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stdout + result.stderr
+
+
+def test_verify_would_catch_a_broken_unit(unit_root):
+    result = verify(unit_root, UNIT.read_text().replace("ExecStart=/opt/voxkeep", "ExecStart=/nonexistent"))
+    assert result.returncode != 0 and "not executable" in result.stderr
+    typo = verify(unit_root, UNIT.read_text().replace("ProtectHome=", "ProtectHomes="))
+    assert "Unknown key" in typo.stderr
+
+
+def test_unit_exposure_is_at_most_2(tmp_path):
+    result = subprocess.run([tool("systemd-analyze", "systemd"), "security", "--offline=true", str(UNIT)],
+                            capture_output=True, text=True)
+    match = re.search(r"Overall exposure level for voxkeep\.service: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0, result.stdout
+
+
+def test_unit_restarts_on_failure_and_is_watched():
+    assert unit_value("Type") == "notify"
+    assert unit_value("Restart") == "on-failure"
+    assert 0 < int(unit_value("WatchdogSec")) <= 60
+    assert unit_value("DevicePolicy") == "closed"
+    assert {line.split()[0] for line in re.findall(r"^DeviceAllow=(.*)$", UNIT.read_text(), flags=re.M)} == {
+        "char-alsa", "char-gpiochip"}
+
+
+def test_memory_deny_write_execute_is_tolerated_by_the_audio_stack(models_dir):
+    """The unit sets MemoryDenyWriteExecute=yes; the same kernel rule (PR_SET_MDWE) in a child process
+    must not break onnxruntime wake detection, pocketsphinx, age encryption or ctypes callbacks."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(66, 0, 0, 0, 0) < 0:  # PR_GET_MDWE: Linux 6.3+
+        pytest.skip("this kernel cannot enforce MemoryDenyWriteExecute (PR_SET_MDWE needs Linux 6.3)")
+    code = textwrap.dedent(f"""
+        import ctypes, numpy as np
+        from pathlib import Path
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.prctl(65, 1, 0, 0, 0) == 0, ctypes.get_errno()
+        from voxkeep.config import WakeSettings
+        from voxkeep.wake import WakeDetector
+        detector = WakeDetector(WakeSettings(words=["hey_jarvis"]), Path({str(models_dir)!r}))
+        for _ in range(20):
+            detector.process(np.zeros(1280, np.int16))
+        from pocketsphinx import Decoder
+        Decoder()
+        import pyrage
+        ident = pyrage.x25519.Identity.generate()
+        assert pyrage.decrypt(pyrage.encrypt(b"x", [ident.to_public()]), [ident]) == b"x"
+        assert ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 7)() == 7
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def shell_scripts() -> list[Path]:
+    """Every script under hw/: *.sh files and anything with a shell shebang."""
+    found = []
+    for path in sorted(p for p in HW.rglob("*") if p.is_file()):
+        first_line = path.read_bytes().split(b"\n", 1)[0]
+        if path.suffix == ".sh" or (first_line.startswith(b"#!") and first_line.endswith(b"sh")):
+            found.append(path)
+    return found
+
+
+def test_shellcheck_passes_on_every_script_under_hw():
+    scripts = shell_scripts()
+    assert {"install.sh", "uninstall.sh", "voxkeep-firstboot", "00-run.sh"} <= {p.name for p in scripts}
+    result = subprocess.run([tool("shellcheck", "shellcheck"), "-x", "--severity=style", *map(str, scripts)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout
+
+
+def test_scripts_are_executable():
+    for path in shell_scripts():
+        if path.name != "lib.sh":
+            assert path.stat().st_mode & stat.S_IXUSR, f"{path} is not executable"
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    """A copy of the parts of the checkout the installer reads, so tests can alter it."""
+    src = tmp_path / "src"
+    for name in ("hw", "systemd"):
+        shutil.copytree(REPO / name, src / name)
+    shutil.copy(REPO / "pyproject.toml", src)
+    example = REPO / "config.example.toml"
+    assert example.is_file(), "config.example.toml is missing at the repository root; install.sh ships it"
+    shutil.copy(example, src)
+    return src
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    root = tmp_path / "scratch"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "os-release").write_text('ID=debian\nVERSION_CODENAME=bookworm\n')
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc" / "group").write_text("root:x:0:\naudio:x:29:\n")
+    return root
+
+
+def run(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True)
+
+
+def test_install_in_a_scratch_root(source, scratch):
+    result = run(source / "hw" / "install.sh", "--root", str(scratch), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    # Files really written under the scratch root, with the modes the service relies on.
+    unit = scratch / "etc/systemd/system/voxkeep.service"
+    assert unit.read_text() == UNIT.read_text()
+    assert (scratch / "etc/voxkeep/config.toml").read_text() == (source / "config.example.toml").read_text()
+    assert stat.S_IMODE((scratch / "etc/voxkeep/mqtt-password").stat().st_mode) == 0o600
+    assert "gpiochip" in (scratch / "etc/udev/rules.d/60-voxkeep-gpio.rules").read_text()
+    assert (scratch / "opt/voxkeep/hw/wiring.svg").is_file()
+    # System changes are only shown, and the missing gpio group and voxkeep user would be created.
+    assert "would run: env DEBIAN_FRONTEND=noninteractive apt-get install" in out and "python3-lgpio" in out
+    assert "would run: groupadd --system gpio" in out and "groupadd --system audio" not in out
+    assert re.search(r"would run: useradd --system .* voxkeep", out)
+    assert "would run: python3 -m venv --system-site-packages /opt/voxkeep/venv" in out
+    assert f"would run: /opt/voxkeep/venv/bin/pip install --no-cache-dir --upgrade {source}" in out
+    # The models go where the unit tells the daemon to look.
+    models = unit_value("Environment").removeprefix("VOXKEEP_MODELS_DIR=")
+    assert f"would run: /opt/voxkeep/venv/bin/voxkeep models fetch --models-dir {models}" in out
+    assert f"would run: systemctl --root={scratch} enable voxkeep.service" in out
+
+
+def test_reinstall_keeps_the_owners_config_and_skips_what_exists(source, scratch):
+    assert run(source / "hw" / "install.sh", "--root", str(scratch), "--dry-run").returncode == 0
+    config = scratch / "etc/voxkeep/config.toml"
+    config.write_text('[gpio]\nled_pin = 23\n')
+    (scratch / "etc/voxkeep/mqtt-password").write_text("s3cret\n")
+    with (scratch / "etc/passwd").open("a") as fh:
+        fh.write("voxkeep:x:999:999::/var/lib/voxkeep:/usr/sbin/nologin\n")
+    (scratch / "opt/voxkeep/venv/bin").mkdir(parents=True)
+    (scratch / "opt/voxkeep/venv/bin/python").write_text("")
+    (scratch / "opt/voxkeep/venv/bin/python").chmod(0o755)
+    (source / "config.example.toml").write_text((source / "config.example.toml").read_text() + "\n# new\n")
+
+    result = run(source / "hw" / "install.sh", "--root", str(scratch), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert config.read_text() == '[gpio]\nled_pin = 23\n'
+    assert (scratch / "etc/voxkeep/mqtt-password").read_text() == "s3cret\n"
+    assert (scratch / "etc/voxkeep/config.example.toml").read_text().endswith("# new\n")
+    assert "keeping your /etc/voxkeep/config.toml" in result.stdout
+    assert "useradd" not in result.stdout and "-m venv" not in result.stdout
+    assert "pip install --no-cache-dir --upgrade" in result.stdout  # the upgrade itself still happens
+
+
+def test_install_refuses_bad_use_with_one_clear_line(source, scratch):
+    bad = run(source / "hw" / "install.sh", "--root", str(scratch), "--dry-run", "--colour")
+    assert bad.returncode == 1 and bad.stderr == "voxkeep: error: unknown option '--colour'; " \
+        "use --no-start, --root DIR or --dry-run\n"
+    real_into_root = run(source / "hw" / "install.sh", "--root", str(scratch))
+    assert real_into_root.returncode == 1 and "--dry-run" in real_into_root.stderr
+    (source / "config.example.toml").unlink()
+    incomplete = run(source / "hw" / "install.sh", "--root", str(scratch), "--dry-run")
+    assert incomplete.returncode == 1 and "config.example.toml is missing" in incomplete.stderr
+    assert not (scratch / "etc/systemd").exists()  # stopped before touching anything
+
+
+def test_uninstall_keeps_recordings_unless_purged(source, scratch):
+    assert run(source / "hw" / "install.sh", "--root", str(scratch), "--dry-run").returncode == 0
+    recording = scratch / "var/lib/voxkeep/vault/rec.age"
+    recording.parent.mkdir(parents=True)
+    recording.write_bytes(b"age-encrypted")
+    with (scratch / "etc/passwd").open("a") as fh:
+        fh.write("voxkeep:x:999:999::/var/lib/voxkeep:/usr/sbin/nologin\n")
+
+    kept = run(source / "hw" / "uninstall.sh", "--root", str(scratch), "--dry-run")
+    assert kept.returncode == 0, kept.stderr
+    assert not (scratch / "etc/systemd/system/voxkeep.service").exists()
+    assert not (scratch / "opt/voxkeep").exists()
+    assert recording.read_bytes() == b"age-encrypted" and (scratch / "etc/voxkeep/config.toml").is_file()
+    assert "kept your recordings" in kept.stdout
+
+    purged = run(source / "hw" / "uninstall.sh", "--root", str(scratch), "--dry-run", "--purge")
+    assert purged.returncode == 0, purged.stderr
+    assert not (scratch / "var/lib/voxkeep").exists() and not (scratch / "etc/voxkeep").exists()
+    assert "would run: userdel voxkeep" in purged.stdout
+
+
+def fake_pi_gen(tmp_path: Path) -> tuple[Path, Path]:
+    """A pi-gen checkout as far as the stage needs: build.sh, stage2, and a recording on_chroot."""
+    pi_gen = tmp_path / "pi-gen"
+    (pi_gen / "stage2").mkdir(parents=True)
+    (pi_gen / "build.sh").write_text("#!/bin/bash\n")
+    log = tmp_path / "chroot.log"
+    return pi_gen, log
+
+
+def run_stage_script(script: Path, rootfs: Path, log: Path) -> subprocess.CompletedProcess[str]:
+    """Run a stage script the way pi-gen does: from its directory, with on_chroot exported."""
+    wrapper = f'on_chroot() {{ cat >> "{log}"; }}; export -f on_chroot; cd "{script.parent}"; ./{script.name}'
+    return subprocess.run(["bash", "-c", wrapper], capture_output=True, text=True,
+                          env={**os.environ, "ROOTFS_DIR": str(rootfs)})
+
+
+def test_pi_gen_stage_installs_voxkeep_from_the_packed_commit(tmp_path):
+    pi_gen, log = fake_pi_gen(tmp_path)
+    prepared = subprocess.run(["bash", str(HW / "pi-gen" / "prepare.sh"), str(pi_gen)],
+                              capture_output=True, text=True)
+    assert prepared.returncode == 0, prepared.stderr
+    stage = pi_gen / "stage-voxkeep"
+    assert (stage / "EXPORT_IMAGE").exists() and (pi_gen / "stage2" / "SKIP_IMAGES").exists()
+    assert 'STAGE_LIST="stage0 stage1 stage2 stage-voxkeep"' in (pi_gen / "config").read_text()
+
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    install = run_stage_script(stage / "00-install" / "00-run.sh", rootfs, log)
+    assert install.returncode == 0, install.stderr
+    assert "/tmp/voxkeep-src/hw/install.sh --no-start" in log.read_text()
+    assert not (rootfs / "tmp/voxkeep-src").exists()  # the source does not stay in the image
+    listing = subprocess.run(["tar", "-tzf", str(stage / "00-install/files/voxkeep.tar.gz")],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert {"voxkeep/hw/install.sh", "voxkeep/systemd/voxkeep.service", "voxkeep/pyproject.toml"} <= set(listing)
+
+    firstboot = run_stage_script(stage / "01-firstboot" / "00-run.sh", rootfs, log)
+    assert firstboot.returncode == 0, firstboot.stderr
+    assert os.access(rootfs / "usr/local/sbin/voxkeep-firstboot", os.X_OK)
+    assert "Before=voxkeep.service" in (rootfs / "etc/systemd/system/voxkeep-firstboot.service").read_text()
+    assert "systemctl enable voxkeep-firstboot.service" in log.read_text()
+
+
+def firstboot(tmp_path: Path, key_text: str | None) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+    boot, state = tmp_path / "boot", tmp_path / "state"
+    boot.mkdir()
+    if key_text is not None:
+        (boot / "voxkeep-owner.txt").write_text(key_text)
+    env = {**os.environ, "VOXKEEP_BOOT": str(boot), "VOXKEEP_STATE": str(state), "VOXKEEP_RUNAS": "",
+           "VOXKEEP_BIN": shutil.which("voxkeep") or "voxkeep"}
+    result = subprocess.run(["bash", str(STAGE / "01-firstboot/files/voxkeep-firstboot")],
+                            capture_output=True, text=True, env=env)
+    return result, boot, state
+
+
+def test_first_boot_registers_the_owner_key_from_the_boot_partition(tmp_path):
+    result, boot, state = firstboot(tmp_path, f"# from age-keygen -y\r\n{EXAMPLE_KEY}\r\n")
+    assert result.returncode == 0, result.stderr
+    assert not (boot / "voxkeep-owner.txt").exists()
+    listed = subprocess.run(["voxkeep", "owner", "list", "--state-dir", str(state)], capture_output=True, text=True)
+    assert EXAMPLE_KEY in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_first_boot_rejects_a_secret_key_and_keeps_the_file(tmp_path):
+    secret = "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ"
+    result, boot, state = firstboot(tmp_path, secret + "\n")
+    assert result.returncode == 1
+    assert "does not hold an age public key" in result.stderr and "age-keygen -y" in result.stderr
+    assert (boot / "voxkeep-owner.txt").exists() and not state.exists()
+
+
+def test_first_boot_without_a_key_file_says_what_to_do(tmp_path):
+    result, _, state = firstboot(tmp_path, None)
+    assert result.returncode == 0 and "voxkeep owner init" in result.stdout and not state.exists()
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify"
+    sock.bind(str(path))
+    sock.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    yield sock
+    sock.close()
+
+
+def test_sd_notify_messages_reach_systemd(notify_socket):
+    assert sdnotify.ready() and sdnotify.watchdog() and sdnotify.status("muted by\nbutton") and sdnotify.stopping()
+    got = [notify_socket.recv(256).decode() for _ in range(4)]
+    assert got == ["READY=1", "WATCHDOG=1", "STATUS=muted by button", "STOPPING=1"]
+
+
+def test_sd_notify_abstract_socket(monkeypatch):
+    name = f"voxkeep-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(2)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        assert sdnotify.watchdog()
+        assert sock.recv(64) == b"WATCHDOG=1"
+
+
+def test_sd_notify_is_a_no_op_outside_systemd(monkeypatch, tmp_path):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert sdnotify.ready() is False
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
+    assert sdnotify.watchdog() is False  # systemd went away: no exception into the audio loop
+
+
+def test_watchdog_interval_is_half_of_watchdog_sec(monkeypatch):
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert sdnotify.watchdog_interval() == 15.0
+    monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process
+    assert sdnotify.watchdog_interval() is None
