@@ -335,6 +335,10 @@ class MqttBridge:
         except OSError as exc:
             self._quiet.warn("connection", connect_failure(self.settings, exc))
             return False
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            # Without this, a command's ack and its error reply sit ~40 ms in Nagle's buffer.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._session_open = True
         return True
 
