@@ -20,6 +20,9 @@ RECIPIENTS_FILE = "recipients.txt"
 
 def parse_recipient(text: str) -> x25519.Recipient:
     """An age X25519 recipient (``age1...``), or VaultError saying what a valid one looks like."""
+    if text.strip().upper().startswith("AGE-SECRET-KEY-"):  # never echo a pasted secret key
+        raise VaultError("that is an age SECRET key; give the device only its public key ('age1...', from "
+                         "'age-keygen -y KEYFILE') and keep the secret key off the device")
     try:
         return x25519.Recipient.from_str(text.strip())
     except Exception:  # pyrage raises its own RecipientError/ValueError variants
