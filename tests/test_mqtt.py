@@ -6,6 +6,8 @@ import dataclasses
 import json
 import logging
 import queue
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,7 +32,7 @@ from voxkeep.cli import main
 from voxkeep.config import MqttSettings
 from voxkeep.errors import ConfigError
 from voxkeep.events import EVENT_TYPES, Command, Wake
-from voxkeep.mqtt import MAX_COMMAND_BYTES, MqttBridge
+from voxkeep.mqtt import MAX_COMMAND_BYTES, REMIND_SECONDS, MqttBridge
 
 SNAPSHOT: dict[str, Any] = {
     "mode": "listening", "mic_open": True, "recording_enabled": True, "switch_engaged": False,
@@ -46,8 +48,10 @@ class FakeDaemon:
         self.calls = calls if calls is not None else queue.Queue()
         self.switch_engaged = False
         self.fail_next = False
+        self.threads: set[str] = set()
 
     def __call__(self, action: str, cause: str) -> tuple[bool, str]:
+        self.threads.add(threading.current_thread().name)
         self.calls.put(("call", f"{action}:{cause}".encode(), False))
         if self.fail_next:
             self.fail_next = False
@@ -183,6 +187,7 @@ def test_commands_reach_the_daemon(running, listener: Listener, payload: str, ac
     bridge, daemon = running
     listener.publish(bridge.topics.set, payload)
     assert daemon.next_call() == f"{action}:mqtt"
+    assert daemon.threads == {"voxkeep-mqtt"}  # the bridge's own thread, never the caller's or paho's
 
 
 def test_refused_unmute_is_answered_with_the_reason(running, listener: Listener) -> None:
@@ -344,6 +349,41 @@ def test_wrong_password_is_refused_with_one_clear_log_line(broker: Broker, tmp_p
     bridge.publish_state(SNAPSHOT)  # still accepted without blocking
 
 
+def test_a_lasting_failure_is_logged_again_after_the_reminder_interval(broker: Broker, tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password")
+    now = [0.0]
+    bridge = MqttBridge(bridge_settings(broker, wrong), on_command=FakeDaemon(), version="t", clock=lambda: now[0])
+    bridge.start()
+    try:
+        assert wait_until(lambda: len(messages(caplog, "refused the connection")) == 1)
+        now[0] = REMIND_SECONDS - 1
+        attempts = broker.log().count("not authorised")
+        assert wait_until(lambda: broker.log().count("not authorised") >= attempts + 2)
+        assert len(messages(caplog, "refused the connection")) == 1
+        now[0] = REMIND_SECONDS + 1
+        assert wait_until(lambda: len(messages(caplog, "refused the connection")) == 2)
+    finally:
+        bridge.stop()
+
+
+def test_a_crashed_daemon_is_marked_offline_by_the_last_will(broker: Broker, password_file: Path,
+                                                             listener: Listener) -> None:
+    s = bridge_settings(broker, password_file)
+    code = ("import sys, threading; from voxkeep.config import MqttSettings; from voxkeep.mqtt import MqttBridge; "
+            f"b = MqttBridge(MqttSettings(**{dataclasses.asdict(s)!r}), on_command=lambda a, c: (True, ''), "
+            "version='t'); b.start(); assert b.wait_connected(10); print('up', flush=True); threading.Event().wait()")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
+        listener.wait_for(f"voxkeep/{s.device_id}/availability", lambda p: p == b"online")
+    finally:
+        child.kill()
+        child.wait()
+    assert listener.wait_for(f"voxkeep/{s.device_id}/availability") == b"offline"
+
+
 def test_broker_acl_forbidding_the_topics_is_logged(broker: Broker, make_bridge: Callable[..., MqttBridge],
                                                     listener: Listener, tmp_path: Path,
                                                     caplog: pytest.LogCaptureFixture) -> None:
@@ -390,6 +430,7 @@ def test_tls_with_the_wrong_ca_is_refused_clearly(broker: Broker, password_file:
     ({"ca_file": "/etc/ssl/certs/ca-certificates.crt"}, "tls = true"),
     ({"tls": True, "ca_file": "/nonexistent/ca.pem"}, "/nonexistent/ca.pem"),
     ({"host": ""}, "mqtt.host"),
+    ({"reconnect_min_seconds": 0.0}, "reconnect_min_seconds"),
 ])
 def test_bad_settings_fail_at_construction_with_one_line(broker: Broker, password_file: Path,
                                                          over: dict[str, Any], needle: str) -> None:

@@ -261,6 +261,8 @@ class MqttBridge:
 
     def __init__(self, settings: MqttSettings, *, on_command: OnCommand, version: str,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        if not 0 < settings.reconnect_min_seconds <= settings.reconnect_max_seconds:
+            raise ConfigError("'mqtt.reconnect_min_seconds' must be above 0 and at most 'reconnect_max_seconds'")
         self.settings = settings
         self.device_id = resolve_device_id(settings)
         self.topics = Topics(f"voxkeep/{self.device_id}", settings.discovery_prefix.rstrip("/"))
@@ -296,7 +298,8 @@ class MqttBridge:
             self._thread.join(timeout)
 
     def publish_state(self, snapshot: dict[str, Any]) -> None:
-        """Queue the latest snapshot (a newer one replaces an unsent older one)."""
+        """Queue the latest snapshot (a newer one replaces an unsent older one); pass a fresh dict each time,
+        since it is serialised later on the bridge thread."""
         self._states.append(snapshot)
 
     def publish_event(self, event: Event) -> None:
