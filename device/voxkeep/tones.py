@@ -74,7 +74,7 @@ def _tone(kind: str) -> tuple[tuple[float, float], ...]:
         raise ValueError(f"unknown tone {kind!r}; known tones: {', '.join(TONES)}") from None
 
 
-def _pick_output(pa: Any, device: str) -> dict[str, Any]:
+def find_output(pa: Any, device: str) -> dict[str, Any]:
     """The output device named by ``device``: an index, or a case-insensitive name substring."""
     outputs = [pa.get_device_info_by_index(i) for i in range(pa.get_device_count())]
     outputs = [d for d in outputs if int(d.get("maxOutputChannels", 0)) > 0]
@@ -158,7 +158,7 @@ class TonePlayer:
         # A fresh PortAudio session per tone: tones are rare, and a USB speaker plugged in later is found.
         pa = pa_module.PyAudio()
         try:
-            info = _pick_output(pa, self.output_device)
+            info = find_output(pa, self.output_device)
             stream, rate = None, SAMPLE_RATE
             last: Exception | None = None
             for rate in dict.fromkeys((SAMPLE_RATE, int(info["defaultSampleRate"]))):
