@@ -27,6 +27,7 @@ from . import SAMPLE_RATE
 from .audit import verify_chain
 from .durable import fsync_dir, temp_name
 from .errors import VaultError
+from .owner import new_file_outside
 from .vault import SUFFIX, Vault
 
 SCHEMA_VERSION = 1
@@ -83,14 +84,7 @@ def _forward_destinations(audit_data: bytes) -> list[dict[str, Any]]:
 
 def export_bundle(vault: Vault, out: Path, state_dir: Path) -> ExportSummary:
     """Write the owner's bundle to ``out`` durably (temp -> fsync -> rename -> fsync dir) and audit it."""
-    out = out.expanduser().resolve()
-    if out.is_relative_to(state_dir.expanduser().resolve()):
-        raise VaultError(f"refusing to write the export inside the state directory ({state_dir}): forgetting "
-                         "recordings must not leave copies there; choose a path outside it")
-    if out.exists():
-        raise VaultError(f"{out} already exists; choose a new file name or remove the old bundle first")
-    if not out.parent.is_dir():
-        raise VaultError(f"directory {out.parent} does not exist; create it or choose another --out")
+    out = new_file_outside(out, state_dir, "the export", "forgetting recordings must not leave copies there")
     recordings = vault.list()
     vault.audit("exported", recordings=len(recordings))
     audit_data = vault.audit_log.read()

@@ -65,16 +65,26 @@ def read_identities(path: Path) -> list[x25519.Identity]:
     return identities
 
 
-def write_identity_file(path: Path, text: str, state_dir: Path) -> None:
-    """Write the owner's identity durably with mode 0600, never inside the device's state directory."""
+def new_file_outside(path: Path, state_dir: Path, what: str, why: str) -> Path:
+    """``path`` resolved, if it is a new file in an existing directory outside the state directory.
+
+    Keys and exports must never land in the state directory: a secret key there defeats the encryption,
+    and an export there would survive ``forget --all``.
+    """
     target = path.expanduser().resolve()
     if target.is_relative_to(state_dir.expanduser().resolve()):
-        raise VaultError(f"refusing to write the owner's secret key inside the state directory ({state_dir}): "
-                         "the device must never hold it; choose a path on removable media or your own computer")
+        raise VaultError(f"refusing to write {what} inside the state directory ({state_dir}): {why}; "
+                         "choose a path outside it")
     if target.exists():
-        raise VaultError(f"{target} already exists; choose a new file name so no key is overwritten")
+        raise VaultError(f"{target} already exists; choose a new file name so nothing is overwritten")
     if not target.parent.is_dir():
-        raise VaultError(f"directory {target.parent} does not exist; create it or choose another --identity-out")
+        raise VaultError(f"directory {target.parent} does not exist; create it or choose another path")
+    return target
+
+
+def write_identity_file(path: Path, text: str, state_dir: Path) -> None:
+    """Write the owner's identity durably with mode 0600, never inside the device's state directory."""
+    target = new_file_outside(path, state_dir, "the owner's secret key", "the device must never hold it")
     atomic_write(target, text.encode("ascii"), mode=0o600)
 
 
