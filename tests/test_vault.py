@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import wave
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -62,6 +63,12 @@ def _files_holding(root: Path, needles: list[bytes]) -> list[str]:
             data = path.read_bytes()
             hits += [f"{path.relative_to(root)}: {n.decode()}" for n in needles if n in data]
     return hits
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The real ``voxkeep`` command in its own process, as the owner runs it beside the daemon."""
+    return subprocess.run([sys.executable, "-c", "import sys; from voxkeep.cli import main; sys.exit(main())",
+                           *argv], capture_output=True, text=True, check=False)
 
 
 def test_no_owner_means_nothing_is_stored_and_says_why(state_dir: Path) -> None:
@@ -156,15 +163,38 @@ def test_forget_all_from_the_cli_while_the_daemon_runs_leaves_no_trace(vault: Va
     (vault.quarantine_dir / f"{'f' * 24}.wav.age").write_bytes(b"orphan")
     state_dir = vault.dir.parent
     # The daemon's vault stays open (its WAL and -shm exist) while another process forgets everything.
-    cli = subprocess.run([sys.executable, "-c", "import sys; from voxkeep.cli import main; sys.exit(main())",
-                          "recordings", "forget", "--all", "--state-dir", str(state_dir)],
-                         capture_output=True, text=True, check=False)
+    cli = _cli("recordings", "forget", "--all", "--state-dir", str(state_dir))
     assert cli.returncode == 0, cli.stderr
     assert "deleted 8 recording(s)" in cli.stdout
     assert vault.count() == 0 and list(vault.quarantine_dir.iterdir()) == []
     assert _files_holding(state_dir, needles) == []
     _store(vault, seed=99)  # the daemon keeps working afterwards
     assert vault.count() == 1
+    vault.audit_log.verify()
+
+
+def test_cli_deletes_while_the_daemon_keeps_storing(vault: Vault) -> None:
+    stop, stored, errors = threading.Event(), [], []
+
+    def daemon_writer() -> None:
+        while not stop.is_set():
+            try:
+                stored.append(_store(vault, seed=len(stored)))
+            except Exception as exc:  # surfaced below: the writer thread must never die
+                errors.append(exc)
+                return
+
+    writer = threading.Thread(target=daemon_writer)
+    writer.start()
+    try:
+        results = [_cli("recordings", "forget", "--all", "--state-dir", str(vault.dir.parent)) for _ in range(3)]
+    finally:
+        stop.set()
+        writer.join()
+    assert errors == [] and all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    deleted = sum(int(r.stdout.split()[1]) for r in results)
+    assert deleted and vault.count() == len(stored) - deleted
+    assert vault.reconcile().clean  # every row has its file and every file its row
     vault.audit_log.verify()
 
 
