@@ -77,11 +77,11 @@ class ControlServer:
         self._thread.start()
 
     def stop(self) -> None:
-        if self._server is not None:
+        if self._server is not None:  # only the daemon that made the socket removes it
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        self.path.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
 
     def _serve(self, conn: socket.socket, rfile: Any, wfile: Any) -> None:
         uid = _peer_uid(conn)
