@@ -75,12 +75,13 @@ def sign_cert(directory: Path, ca: str, name: str, alt_names: str) -> tuple[Path
 
 @dataclass
 class Broker:
-    """One Mosquitto process with a plain and a TLS listener on loopback."""
+    """One Mosquitto process on loopback: plain, TLS, and TLS requiring a client certificate."""
 
     directory: Path
     ca_file: Path
     port: int = field(default_factory=free_port)
     tls_port: int = field(default_factory=free_port)
+    mtls_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     def write_config(self, server_cert: Path, server_key: Path) -> None:
@@ -102,6 +103,8 @@ class Broker:
             f"listener {self.port} 127.0.0.1\n"
             f"listener {self.tls_port} 127.0.0.1\n"
             f"cafile {self.ca_file}\ncertfile {server_cert}\nkeyfile {server_key}\n"
+            f"listener {self.mtls_port} 127.0.0.1\n"  # TLS that also demands a client certificate
+            f"cafile {self.ca_file}\ncertfile {server_cert}\nkeyfile {server_key}\nrequire_certificate true\n"
         )
 
     def start(self) -> None:
@@ -207,12 +210,14 @@ class Listener:
 
 @pytest.fixture(scope="session", name="pki")
 def pki_fixture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The test CA, the broker's certificate from it, and an unrelated CA that must not be trusted."""
+    """The test CA, the broker's and a client certificate from it, and an unrelated CA that must not be trusted."""
     directory = tmp_path_factory.mktemp("pki")
     ca = make_ca(directory, "test-ca")
     cert, key = sign_cert(directory, "test-ca", "broker", "DNS:localhost,IP:127.0.0.1")
+    client_cert, client_key = sign_cert(directory, "test-ca", "speaker", "DNS:speaker")
     other = make_ca(directory, "other-ca")
-    return {"ca": ca, "cert": cert, "key": key, "other_ca": other}
+    return {"ca": ca, "cert": cert, "key": key, "other_ca": other, "client_cert": client_cert,
+            "client_key": client_key}
 
 
 def _start_broker(directory: Path, pki: dict[str, Path]) -> Broker:

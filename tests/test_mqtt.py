@@ -411,6 +411,21 @@ def test_tls_with_a_generated_ca(broker: Broker, password_file: Path, pki: dict[
     assert listener.wait_json(bridge.topics.state) == SNAPSHOT
 
 
+def test_tls_client_certificate(broker: Broker, password_file: Path, pki: dict[str, Path],
+                                make_bridge: Callable[..., MqttBridge], listener: Listener,
+                                caplog: pytest.LogCaptureFixture) -> None:
+    tls = {"host": "localhost", "port": broker.mtls_port, "tls": True, "ca_file": str(pki["ca"])}
+    without = make_bridge(bridge_settings(broker, password_file, **tls))
+    with_cert = make_bridge(bridge_settings(broker, password_file, **tls, cert_file=str(pki["client_cert"]),
+                                            key_file=str(pki["client_key"])))
+    assert with_cert.wait_connected(10)
+    with_cert.publish_state(SNAPSHOT)
+    assert listener.wait_json(with_cert.topics.state) == SNAPSHOT
+    assert wait_until(lambda: messages(caplog, "closed the connection before accepting it"))
+    assert "mqtt.cert_file" in messages(caplog, "closed the connection")[0]
+    assert not without.connected
+
+
 def test_tls_with_the_wrong_ca_is_refused_clearly(broker: Broker, password_file: Path, pki: dict[str, Path],
                                                   make_bridge: Callable[..., MqttBridge],
                                                   caplog: pytest.LogCaptureFixture) -> None:

@@ -280,6 +280,8 @@ class MqttBridge:
         self._inflight: dict[int, str] = {}
         self._state_payload: str | None = None
         self._session_open = False
+        self._answered = False
+        """Whether the broker sent a CONNACK in this session: if not, a closed session needs its own log line."""
         self._backoff = settings.reconnect_min_seconds
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -343,12 +345,17 @@ class MqttBridge:
             # Without this, a command's ack and its error reply sit ~40 ms in Nagle's buffer.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._session_open = True
+        self._answered = False
         return True
 
     def _session_lost(self, rc: mqtt.MQTTErrorCode) -> None:
+        where = f"MQTT broker {self.settings.host}:{self.settings.port}"
         if self._connected.is_set():
-            self._quiet.warn("connection", f"lost the MQTT broker {self.settings.host}:{self.settings.port} "
-                                           f"({mqtt.error_string(rc)}); reconnecting")
+            self._quiet.warn("connection", f"lost the {where} ({mqtt.error_string(rc)}); reconnecting")
+        elif not self._answered:  # (a refusing CONNACK was logged when it arrived)
+            self._quiet.warn("connection", f"the {where} closed the connection before accepting it "
+                                           f"({mqtt.error_string(rc)}); if it requires a client certificate, "
+                                           "set 'mqtt.cert_file' and 'key_file', else see the broker's log")
         self._connected.clear()
         self._session_open = False
         self._inflight.clear()
@@ -366,6 +373,7 @@ class MqttBridge:
                 self._puback(rest[0], rest[1])
 
     def _connack(self, reason: ReasonCode) -> None:
+        self._answered = True
         if reason.is_failure:
             self._quiet.warn("connection", refusal(self.settings, reason))
             return
