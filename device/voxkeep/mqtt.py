@@ -280,8 +280,7 @@ class MqttBridge:
         self._inflight: dict[int, str] = {}
         self._state_payload: str | None = None
         self._session_open = False
-        self._answered = False
-        """Whether the broker sent a CONNACK in this session: if not, a closed session needs its own log line."""
+        self._answered = False  # a CONNACK came in this session (else a closed session gets its own log line)
         self._backoff = settings.reconnect_min_seconds
         self._stop = threading.Event()
         self._connected = threading.Event()
