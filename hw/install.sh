@@ -32,7 +32,7 @@ for arg in "${EXTRA_ARGS[@]}"; do
 done
 
 [ -f "$SRC/pyproject.toml" ] || die "$SRC is not a voxkeep source tree; run hw/install.sh from the checkout"
-[ -f "$SRC/config.example.toml" ] || die "$SRC/config.example.toml is missing; use a complete checkout"
+[ -f "$SRC/device/config.example.toml" ] || die "$SRC/device/config.example.toml is missing; use a complete checkout"
 
 if [ -r "$ROOT/etc/os-release" ]; then
     # shellcheck disable=SC1091
@@ -76,11 +76,11 @@ run "$PREFIX/venv/bin/voxkeep" models fetch --models-dir "$PREFIX/models"
 
 # Config: owned by root, readable by the service; an existing one is the owner's and is kept.
 install -d -m 0755 "$ROOT$CONF_DIR"
-install -m 0644 "$SRC/config.example.toml" "$ROOT$CONF_DIR/config.example.toml"
+install -m 0644 "$SRC/device/config.example.toml" "$ROOT$CONF_DIR/config.example.toml"
 if [ -e "$ROOT$CONF_DIR/config.toml" ]; then
     say "keeping your $CONF_DIR/config.toml (new defaults are in $CONF_DIR/config.example.toml)"
 else
-    install -m 0644 "$SRC/config.example.toml" "$ROOT$CONF_DIR/config.toml"
+    install -m 0644 "$SRC/device/config.example.toml" "$ROOT$CONF_DIR/config.toml"
     say "wrote $CONF_DIR/config.toml; set your pins and wake words there"
 fi
 

@@ -155,9 +155,10 @@ def source(tmp_path: Path) -> Path:
     for name in ("hw", "systemd"):
         shutil.copytree(REPO / name, src / name)
     shutil.copy(REPO / "pyproject.toml", src)
-    example = REPO / "config.example.toml"
-    assert example.is_file(), "config.example.toml is missing at the repository root; install.sh ships it"
-    shutil.copy(example, src)
+    example = REPO / "device" / "config.example.toml"
+    assert example.is_file(), "device/config.example.toml is missing; install.sh ships it"
+    (src / "device").mkdir()
+    shutil.copy(example, src / "device")
     return src
 
 
@@ -182,7 +183,7 @@ def test_install_in_a_scratch_root(source, scratch):
     # Files really written under the scratch root, with the modes the service relies on.
     unit = scratch / "etc/systemd/system/voxkeep.service"
     assert unit.read_text() == UNIT.read_text()
-    assert (scratch / "etc/voxkeep/config.toml").read_text() == (source / "config.example.toml").read_text()
+    assert (scratch / "etc/voxkeep/config.toml").read_text() == (source / "device" / "config.example.toml").read_text()
     assert stat.S_IMODE((scratch / "etc/voxkeep/mqtt-password").stat().st_mode) == 0o600
     assert "gpiochip" in (scratch / "etc/udev/rules.d/60-voxkeep-gpio.rules").read_text()
     assert (scratch / "opt/voxkeep/hw/wiring.svg").is_file()
@@ -208,7 +209,8 @@ def test_reinstall_keeps_the_owners_config_and_skips_what_exists(source, scratch
     (scratch / "opt/voxkeep/venv/bin").mkdir(parents=True)
     (scratch / "opt/voxkeep/venv/bin/python").write_text("")
     (scratch / "opt/voxkeep/venv/bin/python").chmod(0o755)
-    (source / "config.example.toml").write_text((source / "config.example.toml").read_text() + "\n# new\n")
+    example = source / "device" / "config.example.toml"
+    example.write_text(example.read_text() + "\n# new\n")
 
     result = run(source / "hw" / "install.sh", "--root", str(scratch), "--dry-run")
     assert result.returncode == 0, result.stderr
@@ -226,7 +228,7 @@ def test_install_refuses_bad_use_with_one_clear_line(source, scratch):
         "use --no-start, --root DIR or --dry-run\n"
     real_into_root = run(source / "hw" / "install.sh", "--root", str(scratch))
     assert real_into_root.returncode == 1 and "--dry-run" in real_into_root.stderr
-    (source / "config.example.toml").unlink()
+    (source / "device" / "config.example.toml").unlink()
     incomplete = run(source / "hw" / "install.sh", "--root", str(scratch), "--dry-run")
     assert incomplete.returncode == 1 and "config.example.toml is missing" in incomplete.stderr
     assert not (scratch / "etc/systemd").exists()  # stopped before touching anything

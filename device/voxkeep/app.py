@@ -28,7 +28,7 @@ from .durable import private_dir
 from .errors import VoxkeepError
 from .events import Deleted, Event, Handled, JsonlWriter, Notice, Recorded, State, Wake
 from .handling import UtteranceWorker
-from .indicators import LightView, MuteButton, MuteSwitch, StatusLight
+from .indicators import LightView, MuteButton, MuteSwitch, StatusLight, choose_pin_factory
 from .privacy import STATE_FILE, PrivacyState
 from .tones import TonePlayer
 from .vault import Vault
@@ -125,6 +125,11 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
     bus.subscribe("audit", _Auditor(vault))
 
     # What a person sees and hears. The light shows the saved mode before the microphone opens.
+    # One pin factory for every device: gpiozero's mock pins only exist within one factory.
+    g = settings.gpio
+    if pin_factory is None and (g.led_pin is not None or g.rgb_pins or g.button_pin is not None
+                                or g.mute_switch_pin is not None):
+        pin_factory = choose_pin_factory(g)
     light = StatusLight(settings.gpio, pin_factory=pin_factory)
     app.light = light
     app.stoppers.append(light.close)

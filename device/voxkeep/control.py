@@ -1,15 +1,20 @@
 """The owner's control socket: ``voxkeep mute``, ``unmute``, ``recording on|off`` and ``status``.
 
-A Unix socket in the state directory (0700), itself 0600, and every connection's peer credentials are
-checked: only the user the daemon runs as (or root) may talk to it. One JSON object per line each way:
+Run by hand, the socket sits in the state directory (0700) and is itself 0600. Run by systemd as the
+``voxkeep`` user, it sits in the RuntimeDirectory ``/run/voxkeep`` (0750) and is 0660, so owners who
+joined group ``voxkeep`` can use the CLI; the CLI finds it there by itself. Either way every
+connection's peer credentials are checked: root, the daemon's own user, or a member of its group.
+One JSON object per line each way:
 ``{"action": "mute"}`` -> ``{"ok": true, "message": "now muted", "status": {...}}``.
 """
 
 from __future__ import annotations
 
+import grp
 import json
 import logging
 import os
+import pwd
 import socket
 import socketserver
 import struct
@@ -32,8 +37,26 @@ class DaemonNotRunning(VoxkeepError):
     """No daemon answers on the control socket."""
 
 
+SERVICE_SOCKET = Path("/run/voxkeep") / SOCKET_NAME
+"""Where the systemd service (RuntimeDirectory=voxkeep) listens."""
+
+
 def socket_path(state_dir: Path) -> Path:
-    return state_dir / SOCKET_NAME
+    """Where a daemon with this state dir listens (systemd's RuntimeDirectory when run as the service)."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY")
+    return Path(runtime.split(":")[0]) / SOCKET_NAME if runtime else state_dir / SOCKET_NAME
+
+
+def _allowed(uid: int) -> bool:
+    """Root, the daemon's user, or a member of the daemon's group (the unit's owners)."""
+    if uid in (0, os.geteuid()):
+        return True
+    try:
+        user = pwd.getpwuid(uid)
+        group = grp.getgrgid(os.getegid())
+    except KeyError:
+        return False
+    return user.pw_gid == group.gr_gid or user.pw_name in group.gr_mem
 
 
 def _peer_uid(conn: socket.socket) -> int:
@@ -67,7 +90,8 @@ class ControlServer:
             def handle(self) -> None:
                 outer._serve(self.connection, self.rfile, self.wfile)
 
-        old_umask = os.umask(0o177)  # the socket is born 0600, never briefly world-writable
+        shared = "RUNTIME_DIRECTORY" in os.environ  # the service's group may use it
+        old_umask = os.umask(0o117 if shared else 0o177)  # born 0660/0600, never briefly world-writable
         try:
             self._server = socketserver.ThreadingUnixStreamServer(str(self.path), _Conn)
         finally:
@@ -85,7 +109,7 @@ class ControlServer:
 
     def _serve(self, conn: socket.socket, rfile: Any, wfile: Any) -> None:
         uid = _peer_uid(conn)
-        if uid not in (os.geteuid(), 0):
+        if not _allowed(uid):
             log.warning("refused a control connection from uid %d", uid)
             reply: dict[str, Any] = {"ok": False, "message": "only the speaker's owner may control it"}
         else:
@@ -105,9 +129,14 @@ class ControlServer:
         wfile.write((json.dumps(reply) + "\n").encode())
 
 
-def request(state_dir: Path, body: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    """Send one request to the running daemon; DaemonNotRunning if there is none."""
-    path = socket_path(state_dir)
+def request(state_dir: Path, body: dict[str, Any], timeout: float = 5.0, *, find_service: bool = False) \
+        -> dict[str, Any]:
+    """Send one request to the running daemon; DaemonNotRunning if there is none.
+
+    With ``find_service`` (the CLI with no explicit --state-dir), the systemd service's socket is used
+    when it exists, since on a speaker that is the daemon the owner means.
+    """
+    path = SERVICE_SOCKET if find_service and SERVICE_SOCKET.exists() else socket_path(state_dir)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:

@@ -39,7 +39,7 @@ def _change(args: argparse.Namespace) -> int:
     action = args.action or f"recording_{args.state}"
     settings = settings_from_args(args)
     try:
-        reply = request(settings.state_path, {"action": action})
+        reply = request(settings.state_path, {"action": action}, find_service=_implicit_state(args, settings))
     except DaemonNotRunning:
         state = PrivacyState(private_dir(settings.state_path) / STATE_FILE)
         outcome = state.request(action, "cli")
@@ -47,6 +47,11 @@ def _change(args: argparse.Namespace) -> int:
         return 0 if outcome.ok else 1
     print(reply.get("message", ""))
     return 0 if reply.get("ok") else 1
+
+
+def _implicit_state(args: argparse.Namespace, settings: Any) -> bool:
+    """True when the owner named no state dir, so the speaker's system service is the one meant."""
+    return args.state_dir is None and not settings.state_dir
 
 
 def offline_status(settings: Any) -> dict[str, Any]:
@@ -68,7 +73,8 @@ def _status(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     try:
-        status = request(settings.state_path, {"action": "status"})["status"]
+        status = request(settings.state_path, {"action": "status"},
+                         find_service=_implicit_state(args, settings))["status"]
         status["daemon_running"] = True
     except DaemonNotRunning:
         status = offline_status(settings)
