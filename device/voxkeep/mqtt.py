@@ -179,12 +179,16 @@ def discovery_configs(topics: Topics, device_id: str, version: str) -> dict[str,
 
 
 def read_password(settings: MqttSettings) -> str | None:
-    """The broker password from ``password_file`` (trailing newline dropped), or None without one."""
+    """The broker password from ``password_file`` (trailing newline dropped), or None without one.
+
+    An empty file also means "no password": hw/install.sh creates the systemd credential file empty,
+    because a missing credential stops the service from starting.
+    """
     if not settings.password_file:
         return None
     path = Path(settings.password_file).expanduser()
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        return path.read_text(encoding="utf-8").rstrip("\r\n") or None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the MQTT password file {path} ({exc}); fix 'mqtt.password_file' or "
                           "the systemd credential that provides it") from None
