@@ -147,13 +147,17 @@ class ForwardSettings:
     mqtt_topic: str = ""
     """Topic that receives utterance WAVs when the "mqtt" sink is consented."""
     http_url: str = ""
-    """URL that receives a POST of each utterance WAV when the "http" sink is consented."""
+    """URL that receives a POST of each utterance WAV when the "http" sink is consented (https:// is verified)."""
+    http_ca_file: str = ""
+    """CA certificate that signed the HTTPS server's certificate (a home server's own CA); "" uses the system
+    store. Verification is never switched off."""
     wyoming_uri: str = ""
     """tcp://host:port of a Wyoming speech-to-text server for the "wyoming" sink."""
     timeout_seconds: float = 10.0
     """Per-attempt network timeout."""
     retry_seconds: float = 60.0
-    """How long a failed delivery is retried before it is dropped and audited."""
+    """How long a failed delivery is retried (with doubling waits) before it is dropped and audited; the audio
+    waits only in memory, never on disk."""
 
 
 @dataclass(frozen=True)
