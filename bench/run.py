@@ -25,8 +25,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +123,8 @@ class Generator:
             out[at:at + len(bang)] += bang
         return out
 
-    def build(self, name: str, items: list[tuple[str, np.ndarray, float]], gaps: list[float]) -> Scene:
+    def build(self, name: str, items: list[tuple[str, np.ndarray, float]], gaps: list[float],
+              tail: float = 2.0) -> Scene:
         """Lay out ``items`` (word or "", audio, phrase s) with quiet gaps, add the room bed, write it."""
         parts, wakes, pos = [], [], 0
         for (word, audio, phrase_s), gap in zip(items, gaps, strict=True):
@@ -135,7 +134,7 @@ class Generator:
                 wakes.append((word, pos / SAMPLE_RATE, pos / SAMPLE_RATE + phrase_s))
             parts.append(audio)
             pos += len(audio)
-        mix = np.concatenate([*parts, np.zeros(2 * SAMPLE_RATE, np.float32)])
+        mix = np.concatenate([*parts, np.zeros(int(tail * SAMPLE_RATE), np.float32)])
         mix += self.noise(len(mix) / SAMPLE_RATE, ROOM_DBFS)
         mix = mix[: len(mix) // FRAME_SAMPLES * FRAME_SAMPLES]
         path = self.cache / f"{name}.wav"
@@ -181,7 +180,7 @@ class Generator:
 
     def short(self) -> Scene:
         """Half a second of room: the run is all start-up."""
-        return self.build("startup", [("", np.zeros(FRAME_SAMPLES, np.float32), 0.0)], [0.42])
+        return self.build("startup", [("", np.zeros(FRAME_SAMPLES, np.float32), 0.0)], [0.42], tail=0.0)
 
 
 @dataclass
@@ -195,23 +194,17 @@ class Run:
 
 
 def run_child(cmd: list[str], events: Path | None) -> Run:
-    """Run ``cmd``; its rusage via wait4, its wakes from ``events`` (or its stdout if None)."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
+    """Run ``cmd`` under ``rusage.py``; its wakes from ``events`` (or from its stdout if None)."""
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "rusage.py"), *cmd], capture_output=True, text=True,
+                          check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {stderr.strip()[-500:]}")
-    text = events.read_text() if events is not None else stdout
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    usage = json.loads(proc.stderr.rsplit("RUSAGE ", 1)[1])
+    text = events.read_text() if events is not None else proc.stdout
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     # A wake the daemon's verifier rejected was still detected: the gate is judged on detection.
     wakes = [e for e in lines if e.get("type") in ("wake", "wake_rejected")]
-    return Run(usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, wall, wakes)
+    return Run(usage["cpu"], usage["peak_mb"], usage["wall"], wakes)
 
 
 @dataclass
