@@ -394,8 +394,11 @@ class Vault:
         if quarantined:
             fsync_dir(self.quarantine_dir)
             self.audit("quarantine_emptied", cause=cause, count=len(quarantined))
-        with self._lock:
-            self._db.execute("VACUUM")
+        try:  # secure_delete already zeroed the rows; VACUUM also drops the freed pages themselves
+            with self._lock:
+                self._db.execute("VACUUM")
+        except sqlite3.OperationalError as exc:
+            log.warning("vault: could not vacuum the index after forgetting everything (%s)", exc)
         self._truncate_wal()
         return count
 
