@@ -144,6 +144,8 @@ class MqttSettings:
 
 @dataclass(frozen=True)
 class ForwardSettings:
+    SINKS = ("mqtt", "http", "wyoming")  # not a key: every sink a consent can name (voxkeep.forward)
+
     mqtt_topic: str = ""
     """Topic that receives utterance WAVs when the "mqtt" sink is consented."""
     http_url: str = ""

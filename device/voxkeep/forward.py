@@ -1,0 +1,419 @@
+"""Opt-in sharing: utterances leave the device only to sinks the owner consented to, visibly and on record.
+
+Three sinks, each configured in ``[forward]`` and used only while the consent ledger in the vault says so:
+
+* ``mqtt``     the utterance WAV on ``forward.mqtt_topic`` through the ``[mqtt]`` broker;
+* ``http``     a POST of the WAV to ``forward.http_url`` (TLS verified, redirects refused);
+* ``wyoming``  the audio streamed to a Wyoming speech-to-text server; its transcript becomes a
+  ``Transcript`` event (never published on MQTT, never stored).
+
+Why one thread and one small queue per sink: the audio loop and the utterance worker must never wait on
+a network, and a dead sink must not hold back the others. ``Forwarder.submit`` only puts the utterance in
+memory queues and returns. Each sink's thread checks mode and consent again right before every attempt
+(a revoke between capture and send means nothing is sent), retries failures with doubling waits for at
+most ``forward.retry_seconds`` and then drops the audio; it is never written to disk for a later try.
+
+Accountability: each transfer is marked on the recording's index row and audited with sink, size and the
+recording's reference (``Vault.mark_forwarded``); each drop is audited too. Neither holds any content.
+Consent can be granted only by the owner on the device (``voxkeep consent grant``); ``revoke_consent`` is
+what voice and MQTT may call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import queue
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+import numpy as np
+
+from . import SAMPLE_RATE
+from .config import ForwardSettings, MqttSettings, Settings
+from .errors import ConfigError, VoxkeepError
+from .events import Event, Forwarded, Notice, Transcript
+from .vault import Vault, wav_bytes
+
+log = logging.getLogger(__name__)
+
+SINKS = ForwardSettings.SINKS
+"""Every sink a consent can name (kept in config.py so the CLI can list them without loading numpy)."""
+QUEUE_SIZE = 8
+"""Utterances waiting per sink; more means the sink has been down a while, and the newest is dropped."""
+FIRST_RETRY_SECONDS = 1.0
+"""First wait after a failed attempt (doubling after each), at most a quarter of the retry window."""
+CHUNK_SAMPLES = 1600
+"""Audio per Wyoming chunk: 100 ms, like a live satellite sends."""
+
+
+class DeliveryError(Exception):
+    """One attempt failed; the message names the cause (never content). ``permanent`` means retrying is futile."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What one successful attempt delivered: ``size`` bytes, and for speech-to-text the text it returned."""
+
+    size: int
+    transcript: str | None = None
+
+
+class Sink(Protocol):
+    """One destination; ``send`` blocks for at most about the configured timeout."""
+
+    name: str
+
+    def send(self, pcm: np.ndarray) -> Sent: ...
+
+
+# ------------------------------------------------------------------------------------------------- sinks
+
+
+class MqttSink:
+    """The WAV as one QoS 1 message, acknowledged by the broker, over a short connection of its own."""
+
+    name = "mqtt"
+
+    def __init__(self, mqtt_settings: MqttSettings, topic: str, timeout: float) -> None:
+        if not mqtt_settings.host:
+            raise ConfigError("'forward.mqtt_topic' is set but 'mqtt.host' is empty; set the broker in [mqtt] "
+                              "or clear forward.mqtt_topic")
+        if any(c in topic for c in "+#\0"):
+            raise ConfigError(f"'forward.mqtt_topic' {topic!r} may not hold the wildcards + or #; name one topic")
+        from .mqtt import resolve_device_id
+
+        # Its own client id: sharing the bridge's (or the CLI's) would make the broker drop that session.
+        client_id = f"{mqtt_settings.client_id or 'voxkeep-' + resolve_device_id(mqtt_settings)}-forward"
+        self._settings = dataclasses.replace(mqtt_settings, client_id=client_id)
+        self._topic = topic
+        self._timeout = timeout
+
+    def send(self, pcm: np.ndarray) -> Sent:
+        from .mqtt import BrokerSession
+
+        payload = wav_bytes(pcm)
+        try:
+            with BrokerSession(self._settings, timeout=self._timeout) as session:
+                session.publish(self._topic, payload)
+        except (ConfigError, OSError) as exc:
+            raise DeliveryError(str(exc)) from None
+        return Sent(len(payload))
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect must not carry audio somewhere the owner did not name: it fails the attempt instead."""
+
+    def redirect_request(self, *_args: object, **_kwargs: object) -> None:
+        return None
+
+
+class HttpSink:
+    """A POST of the WAV; any 2xx answer is delivery. TLS certificates and host names are always verified."""
+
+    name = "http"
+
+    def __init__(self, url: str, ca_file: str, timeout: float) -> None:
+        parts = urlparse(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"'forward.http_url' {url!r} is not an http:// or https:// URL with a host; "
+                              "fix it, e.g. https://homeserver.lan:8443/voice")
+        if ca_file and not Path(ca_file).expanduser().is_file():
+            raise ConfigError(f"'forward.http_ca_file' {ca_file} does not exist; fix the path or clear it to use "
+                              "the system's certificate store")
+        self._url = url
+        self._timeout = timeout
+        context = ssl.create_default_context(cafile=str(Path(ca_file).expanduser()) if ca_file else None)
+        # No proxy from the environment either: the audio goes to the URL the owner named and nowhere else.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                                   urllib.request.HTTPSHandler(context=context), _NoRedirect())
+
+    def send(self, pcm: np.ndarray) -> Sent:
+        payload = wav_bytes(pcm)
+        request = urllib.request.Request(self._url, data=payload, method="POST",
+                                         headers={"Content-Type": "audio/wav"})
+        try:
+            with self._opener.open(request, timeout=self._timeout) as response:
+                response.read()
+        except urllib.error.HTTPError as exc:
+            # 4xx (but timeouts and rate limits) will not change by sending the same thing again.
+            permanent = 400 <= exc.code < 500 and exc.code not in (408, 429)
+            raise DeliveryError(f"{self._url} answered {exc.code} {exc.reason}", permanent=permanent) from None
+        except urllib.error.URLError as exc:
+            raise DeliveryError(f"cannot reach {self._url} ({exc.reason})") from None
+        except OSError as exc:  # a timeout or reset while sending or reading
+            raise DeliveryError(f"{self._url} failed mid-transfer ({exc})") from None
+        return Sent(len(payload))
+
+
+class WyomingSink:
+    """Speech-to-text the way Home Assistant asks it: transcribe, audio-start, chunks, audio-stop, transcript."""
+
+    name = "wyoming"
+
+    def __init__(self, uri: str, timeout: float) -> None:
+        parts = urlparse(uri)
+        if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
+            raise ConfigError(f"'forward.wyoming_uri' {uri!r} must be tcp://host:port, e.g. tcp://homeassistant.lan:10300")
+        self._host, self._port = parts.hostname, parts.port
+        self._uri = uri
+        self._timeout = timeout
+
+    def send(self, pcm: np.ndarray) -> Sent:
+        try:
+            text = asyncio.run(self._transcribe(np.asarray(pcm, dtype="<i2").tobytes()))
+        except (OSError, TimeoutError, EOFError, ValueError) as exc:
+            raise DeliveryError(f"Wyoming server {self._uri} failed ({exc or type(exc).__name__})") from None
+        return Sent(len(pcm) * 2, text)
+
+    async def _transcribe(self, audio: bytes) -> str:
+        from wyoming.asr import Transcribe
+        from wyoming.asr import Transcript as WyomingTranscript
+        from wyoming.audio import AudioChunk, AudioStart, AudioStop
+        from wyoming.client import AsyncTcpClient
+        from wyoming.error import Error
+
+        fmt = {"rate": SAMPLE_RATE, "width": 2, "channels": 1}
+        async with AsyncTcpClient(self._host, self._port, connect_timeout=self._timeout,
+                                  read_timeout=self._timeout) as client:
+            async with asyncio.timeout(self._timeout):  # a server that stops reading must not hang the sink
+                await client.write_event(Transcribe().event())
+                await client.write_event(AudioStart(**fmt, timestamp=0).event())
+                step = CHUNK_SAMPLES * 2
+                for offset in range(0, len(audio), step):
+                    await client.write_event(AudioChunk(**fmt, audio=audio[offset:offset + step],
+                                                        timestamp=offset * 1000 // (2 * SAMPLE_RATE)).event())
+                await client.write_event(AudioStop(timestamp=len(audio) * 1000 // (2 * SAMPLE_RATE)).event())
+            while True:
+                event = await client.read_event()
+                if event is None:
+                    raise EOFError("it closed the connection without a transcript")
+                if WyomingTranscript.is_type(event.type):
+                    return WyomingTranscript.from_event(event).text
+                if Error.is_type(event.type):
+                    raise ValueError(f"it answered with an error: {Error.from_event(event).text}")
+
+
+def make_sinks(settings: Settings) -> list[Sink]:
+    """The sinks ``[forward]`` configures (whether consented or not); ConfigError names a bad key."""
+    fwd = settings.forward
+    if fwd.timeout_seconds <= 0 or fwd.retry_seconds < 0:
+        raise ConfigError("'forward.timeout_seconds' must be above 0 and 'forward.retry_seconds' 0 or more")
+    sinks: list[Sink] = []
+    if fwd.mqtt_topic:
+        sinks.append(MqttSink(settings.mqtt, fwd.mqtt_topic, fwd.timeout_seconds))
+    if fwd.http_url:
+        sinks.append(HttpSink(fwd.http_url, fwd.http_ca_file, fwd.timeout_seconds))
+    if fwd.wyoming_uri:
+        sinks.append(WyomingSink(fwd.wyoming_uri, fwd.timeout_seconds))
+    return sinks
+
+
+def setting_of(sink: str) -> str:
+    """The config key that must be set for ``sink`` to be used."""
+    return {"mqtt": "forward.mqtt_topic", "http": "forward.http_url", "wyoming": "forward.wyoming_uri"}[sink]
+
+
+def is_configured(fwd: ForwardSettings, sink: str) -> bool:
+    return bool(getattr(fwd, setting_of(sink).split(".")[1]))
+
+
+# ------------------------------------------------------------------------------------------------- consent
+
+
+def revoke_consent(vault: Vault, sinks: Iterable[str] | None, by: str) -> list[str]:
+    """Revoke consent for ``sinks`` (None: every active one) on behalf of ``by``; return those revoked.
+
+    This is the only consent change voice and MQTT may make: revoking can never share more than before.
+    Sinks without an active consent are left alone, so the ledger records real changes only.
+    """
+    active = vault.active_consents()
+    revoked = [s for s in (active if sinks is None else sinks) if s in active]
+    for sink in revoked:
+        vault.consent(sink, "revoke", by)
+    return revoked
+
+
+# ------------------------------------------------------------------------------------------------- delivery
+
+
+@dataclass(frozen=True)
+class _Item:
+    recording_id: str
+    pcm: np.ndarray
+    t: float
+    mode_is_listening: Callable[[], bool]
+
+
+class _Lane:
+    """One sink's queue and thread."""
+
+    def __init__(self, sink: Sink, run: Callable[[_Lane], None]) -> None:
+        self.sink = sink
+        self.queue: queue.Queue[_Item | None] = queue.Queue(maxsize=QUEUE_SIZE)
+        self.overflowed = 0
+        """Utterances refused because the queue was full; audited by the lane's own thread."""
+        self.thread = threading.Thread(target=run, args=(self,), name=f"forward-{sink.name}", daemon=True)
+
+
+class Forwarder:
+    """Sends stored utterances to consented sinks beside the audio loop; see the module docstring."""
+
+    def __init__(self, settings: Settings, vault: Vault, publish: Callable[[Event], None], *,
+                 on_transfer: Callable[[bool], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``on_transfer(True)`` when audio starts leaving the device, ``(False)`` when no transfer is left
+        (for the LED's forwarding pattern); ``clock`` times the retry window."""
+        self._settings = settings.forward
+        self._vault = vault
+        self._publish = publish
+        self._on_transfer = on_transfer
+        self._clock = clock
+        self._lanes = [_Lane(sink, self._run) for sink in make_sinks(settings)]
+        self._stop = threading.Event()
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+
+    @property
+    def sinks(self) -> list[str]:
+        """Names of the configured sinks (each still needs consent)."""
+        return [lane.sink.name for lane in self._lanes]
+
+    def start(self) -> None:
+        """Start one thread per configured sink; say so if a consented sink is not configured."""
+        for sink in self._vault.active_consents():
+            if sink not in self.sinks:
+                message = (f"forwarding to {sink} is consented but '{setting_of(sink)}' is not set, so nothing "
+                           f"is sent there; set it, or 'voxkeep consent revoke {sink}'")
+                log.warning("%s", message)
+                self._publish(Notice(t=0.0, level="warning", message=message))
+        for lane in self._lanes:
+            lane.thread.start()
+
+    def stop(self) -> None:
+        """Stop after the transfers under way (each bounded by the timeout); queued audio is dropped unsent."""
+        self._stop.set()
+        for lane in self._lanes:
+            unsent = 0
+            while True:
+                try:
+                    unsent += lane.queue.get_nowait() is not None
+                except queue.Empty:
+                    break
+            if unsent:
+                log.info("forward: %d utterance(s) for %s dropped unsent at shutdown", unsent, lane.sink.name)
+            lane.queue.put(None)
+        for lane in self._lanes:
+            if lane.thread.is_alive():
+                lane.thread.join(self._settings.timeout_seconds + 1.0)
+
+    def submit(self, recording_id: str, pcm: np.ndarray, t: float, mode_is_listening: Callable[[], bool]) -> bool:
+        """Queue a stored utterance for every configured sink and return at once; False if nothing was queued.
+
+        ``pcm`` (16 kHz mono int16) is only read, never changed. ``mode_is_listening`` is asked now and again
+        before every attempt, so muting or stopping recording also stops what is still waiting.
+        """
+        if self._stop.is_set() or not self._lanes or not mode_is_listening():
+            return False
+        item = _Item(recording_id, pcm, t, mode_is_listening)
+        queued = False
+        for lane in self._lanes:
+            try:
+                lane.queue.put_nowait(item)
+                queued = True
+            except queue.Full:
+                lane.overflowed += 1
+                self._publish(Notice(t=t, level="warning", message=f"forward: {lane.sink.name} is not keeping up; "
+                                                                   "an utterance was not sent there"))
+        return queued
+
+    # --- one thread per sink ---------------------------------------------------------------------------
+
+    def _run(self, lane: _Lane) -> None:
+        while True:
+            item = lane.queue.get()
+            if item is None:
+                return
+            try:
+                self._deliver(lane.sink, item)
+                if lane.overflowed:
+                    count, lane.overflowed = lane.overflowed, 0
+                    self._vault.audit("forward_dropped", sink=lane.sink.name, count=count, reason="queue full")
+            except Exception:
+                # A bug or a vault failure must not end forwarding for the rest of the run.
+                log.exception("forward: delivering to %s failed", lane.sink.name)
+
+    def _why_not(self, sink: str, item: _Item) -> str | None:
+        if self._stop.is_set():
+            return "shutting down"
+        if not item.mode_is_listening():
+            return "not in listening mode"
+        if sink not in self._vault.active_consents():
+            return "no consent"
+        return None
+
+    def _deliver(self, sink: Sink, item: _Item) -> None:
+        deadline = self._clock() + self._settings.retry_seconds
+        wait = min(FIRST_RETRY_SECONDS, self._settings.retry_seconds / 4)
+        attempts = 0
+        while True:
+            why = self._why_not(sink.name, item)
+            if why is not None:
+                log.debug("forward: nothing sent to %s (%s)", sink.name, why)
+                return
+            attempts += 1
+            self._transfer(True)
+            try:
+                sent = sink.send(item.pcm)
+            except DeliveryError as exc:
+                error = exc
+            except Exception as exc:  # a bug, but the attempt still failed and must be accounted for
+                log.exception("forward: unexpected failure sending to %s", sink.name)
+                error = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
+            else:
+                self._delivered(sink.name, item, sent)
+                return
+            finally:
+                self._transfer(False)
+            if error.permanent or wait <= 0 or self._clock() + wait > deadline or self._stop.wait(wait):
+                break
+            wait *= 2
+        log.warning("forward: gave up on %s after %d attempt(s): %s; the utterance was not sent", sink.name,
+                    attempts, error)
+        self._vault.audit("forward_failed", sink=sink.name, attempts=attempts, error=str(error))
+        self._publish(Notice(t=item.t, level="warning", message=f"forward to {sink.name} failed: {error}"))
+
+    def _delivered(self, sink: str, item: _Item, sent: Sent) -> None:
+        try:
+            if not self._vault.mark_forwarded(item.recording_id, sink, sent.size):
+                # Deleted while in flight: the transfer still happened, so it is still on record.
+                self._vault.audit("forwarded", sink=sink, size=sent.size)
+        except VoxkeepError as exc:
+            log.error("forward: sent %d bytes to %s but could not record it: %s", sent.size, sink, exc)
+        self._publish(Forwarded(t=item.t, sink=sink, recording_id=item.recording_id, size=sent.size))
+        if sent.transcript is not None:
+            self._publish(Transcript(t=item.t, sink=sink, text=sent.transcript))
+
+    def _transfer(self, started: bool) -> None:
+        """Count transfers across sinks; tell ``on_transfer`` only when the first starts or the last ends."""
+        with self._busy_lock:
+            self._busy += 1 if started else -1
+            edge = self._busy == (1 if started else 0)
+            if edge and self._on_transfer is not None:
+                try:
+                    self._on_transfer(started)
+                except Exception:
+                    log.exception("forward: on_transfer failed")
