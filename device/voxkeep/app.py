@@ -25,7 +25,6 @@ from .config import Settings
 from .control import ControlServer
 from .daemon import Daemon, FrameHook, RunStats
 from .durable import private_dir
-from .errors import VoxkeepError
 from .events import Deleted, Event, Handled, JsonlWriter, Notice, Recorded, State, Wake
 from .handling import UtteranceWorker
 from .indicators import LightView, MuteButton, MuteSwitch, StatusLight, choose_pin_factory
@@ -272,16 +271,16 @@ class _RetentionTimer:
         while not self._stop.wait(self.PERIOD):
             try:
                 self._vault.enforce_retention()
-            except VoxkeepError as exc:
-                log.error("retention: %s", exc)
+            except Exception:
+                # A locked or damaged index must not end retention for the rest of the run.
+                log.exception("retention could not run; will try again in an hour")
 
 
 def _vault_startup(vault: Vault, bus: EventBus, daemon: Daemon) -> None:
     """Reconcile index and files, then enforce retention, before the first frame."""
-    report = vault.reconcile()
+    report = vault.reconcile()  # logs its own summary
     if not report.clean:
-        log.warning("vault: %s", report.summary())
-        bus.publish(Notice(t=0.0, level="warning", message=f"vault: {report.summary()}"))
+        bus.publish(Notice(t=0.0, level="warning", message=report.summary()))
     removed = vault.enforce_retention()
     if removed:
         bus.publish(Deleted(t=0.0, count=removed, cause="retention"))

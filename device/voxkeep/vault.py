@@ -204,7 +204,11 @@ class Vault:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, holding SQLite's write lock across processes from the start."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # "database is locked" after the busy timeout
+                raise VaultError(f"the vault index is busy ({exc}): another voxkeep process holds it; "
+                                 "try again in a moment") from None
             try:
                 yield self._db
             except BaseException:

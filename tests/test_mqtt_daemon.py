@@ -1,0 +1,63 @@
+"""The whole daemon on a real broker: what Home Assistant sees, and owner commands that close the mic."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from broker import (  # noqa: F401 (fixtures are used by name)
+    USERS,
+    Broker,
+    Listener,
+    broker_fixture,
+    listener_fixture,
+    pki_fixture,
+)
+from tests.fakes import FakePyAudio
+from voxkeep.app import build_app
+from voxkeep.audio import MicSource
+from voxkeep.config import load_settings
+from voxkeep.testing.speech import silence, speak
+
+
+def test_home_assistant_sees_the_speaker_and_can_mute_it(broker: Broker, listener: Listener, state_dir: Path,
+                                                         tmp_path: Path) -> None:
+    password = tmp_path / "mqtt-password"
+    password.write_text(USERS["voxkeep"])
+    device = f"kitchen-{uuid.uuid4().hex[:6]}"
+    settings = load_settings(None, {
+        "state_dir": str(state_dir), "wake": {"words": ["alexa"]},
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "username": "voxkeep", "password_file": str(password),
+                 "device_id": device}})
+    room = np.concatenate([silence(6.0), speak("alexa"), silence(30.0)])  # speaks once the bridge is up
+    mic = FakePyAudio(room, accepts_16k=True, speed=2.0)
+    app = build_app(settings, source=MicSource(pa_module=mic))
+    thread = threading.Thread(target=app.run, daemon=True)
+    thread.start()
+    base = f"voxkeep/{device}"
+    try:
+        assert listener.wait_for(f"{base}/availability", lambda p: p == b"online")
+        config = listener.wait_json(f"homeassistant/switch/{device}/mute/config")
+        assert config["availability_topic"] == f"{base}/availability"
+        wake = listener.wait_json(f"{base}/event", lambda e: e["type"] == "wake", timeout=20)
+        assert wake["wake_word"] == "alexa"
+        state = listener.wait_json(f"{base}/state", lambda s: s.get("last_wake"))
+        assert state["mode"] == "listening" and state["mic_open"] is True
+        assert "audio" not in state and "transcript" not in state
+
+        listener.publish(f"{base}/set", json.dumps({"mute": True}))
+        muted = listener.wait_json(f"{base}/state", lambda s: not s["mic_open"])
+        assert muted["mode"] == "muted"
+        assert mic.open_streams == []  # the microphone itself is closed
+
+        listener.publish(f"{base}/set", json.dumps({"mute": False}))
+        listener.wait_json(f"{base}/state", lambda s: s["mic_open"])
+        assert len(mic.open_streams) == 1
+    finally:
+        app.daemon.stop.set()
+        thread.join(15)
+    assert listener.wait_for(f"{base}/availability", lambda p: p == b"offline")
