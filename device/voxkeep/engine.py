@@ -61,14 +61,14 @@ class EnergyGate:
 
     Threshold = noise floor + ``margin_db``, clamped to [``min_db``, ``max_db``] dBFS. The floor
     follows quieter frames at once and rises only ``rise_db`` per frame, so the pauses between words
-    keep it at the room's level while a steady noise (a fan switched on) is learnt within a minute.
+    keep it at the room's level while a steady noise (a fan switched on) is learnt within seconds (1.25 dB/s).
     The ceiling makes any frame louder than ``max_db`` open the gate however noisy the room became:
     the gate may cost CPU in a loud room, never a missed wake. Only one loud frame per utterance is
     needed, because the engine replays the 2 s before it (the soft start of "hey" included).
     """
 
     def __init__(self, margin_db: float = 10.0, min_db: float = -50.0, max_db: float = -35.0,
-                 rise_db: float = 0.05) -> None:
+                 rise_db: float = 0.1) -> None:
         self.margin_db = margin_db
         self.min_db = min_db
         self.max_db = max_db
