@@ -149,9 +149,10 @@ class HttpSink:
             with self._opener.open(request, timeout=self._timeout) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
-            # 4xx (but timeouts and rate limits) will not change by sending the same thing again.
-            permanent = 400 <= exc.code < 500 and exc.code not in (408, 429)
-            raise DeliveryError(f"{self._url} answered {exc.code} {exc.reason}", permanent=permanent) from None
+            # A redirect or a 4xx (but timeouts and rate limits) will not change by sending the same again.
+            permanent = 300 <= exc.code < 500 and exc.code not in (408, 429)
+            hint = "; point 'forward.http_url' at the final URL" if exc.code < 400 else ""
+            raise DeliveryError(f"{self._url} answered {exc.code} {exc.reason}{hint}", permanent=permanent) from None
         except urllib.error.URLError as exc:
             raise DeliveryError(f"cannot reach {self._url} ({exc.reason})") from None
         except OSError as exc:  # a timeout or reset while sending or reading
@@ -286,6 +287,8 @@ class Forwarder:
         self._stop = threading.Event()
         self._busy = 0
         self._busy_lock = threading.Lock()
+        self._pending = 0
+        self._settled = threading.Condition()
 
     @property
     def sinks(self) -> list[str]:
@@ -310,15 +313,26 @@ class Forwarder:
             unsent = 0
             while True:
                 try:
-                    unsent += lane.queue.get_nowait() is not None
+                    item = lane.queue.get_nowait()
                 except queue.Empty:
                     break
+                if item is not None:
+                    unsent += 1
+                    self._settle()
             if unsent:
                 log.info("forward: %d utterance(s) for %s dropped unsent at shutdown", unsent, lane.sink.name)
             lane.queue.put(None)
         for lane in self._lanes:
             if lane.thread.is_alive():
                 lane.thread.join(self._settings.timeout_seconds + 1.0)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted utterance was sent, dropped or skipped; False on timeout.
+
+        For file input and tests, where what happens next depends on what has been forwarded.
+        """
+        with self._settled:
+            return self._settled.wait_for(lambda: self._pending == 0, timeout)
 
     def submit(self, recording_id: str, pcm: np.ndarray, t: float, mode_is_listening: Callable[[], bool]) -> bool:
         """Queue a stored utterance for every configured sink and return at once; False if nothing was queued.
@@ -331,10 +345,13 @@ class Forwarder:
         item = _Item(recording_id, pcm, t, mode_is_listening)
         queued = False
         for lane in self._lanes:
+            with self._settled:
+                self._pending += 1
             try:
                 lane.queue.put_nowait(item)
                 queued = True
             except queue.Full:
+                self._settle()
                 lane.overflowed += 1
                 self._publish(Notice(t=t, level="warning", message=f"forward: {lane.sink.name} is not keeping up; "
                                                                    "an utterance was not sent there"))
@@ -355,6 +372,13 @@ class Forwarder:
             except Exception:
                 # A bug or a vault failure must not end forwarding for the rest of the run.
                 log.exception("forward: delivering to %s failed", lane.sink.name)
+            finally:
+                self._settle()
+
+    def _settle(self) -> None:
+        with self._settled:
+            self._pending -= 1
+            self._settled.notify_all()
 
     def _why_not(self, sink: str, item: _Item) -> str | None:
         if self._stop.is_set():
