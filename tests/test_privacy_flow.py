@@ -1,0 +1,140 @@
+"""The privacy promises through the whole daemon: voice commands, the button, the LED, restarts."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from tests.fakes import FakePyAudio
+from tests.helpers import events_of, of_type, run_cli, scene
+from voxkeep.app import build_app
+from voxkeep.audio import MicSource
+from voxkeep.config import load_settings
+from voxkeep.events import Event, State
+from voxkeep.testing.speech import silence, speak
+
+LED, BUTTON = 17, 27
+
+
+def _run(wav: Path, state_dir: Path, *extra: str) -> tuple[list[dict], str]:
+    proc = run_cli("run", "--input", str(wav), "--events", "-", "--state-dir", str(state_dir), "-w", "alexa",
+                   *extra)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return events_of(proc.stdout), proc.stderr.decode()
+
+
+def test_dont_record_anymore_stops_recording_and_lights_the_led(tmp_path: Path, state_dir: Path) -> None:
+    settings = load_settings(None, {"state_dir": str(state_dir), "wake": {"words": ["alexa"]},
+                                    "gpio": {"led_pin": LED}})
+    wav = scene(tmp_path / "stop.wav", 1.0, "alexa", 0.3, "please don't record anymore", 2.0,
+                "alexa", 0.3, "what time is it", 2.0)
+    factory = MockFactory()
+    seen: list[Event] = []
+    from voxkeep.audio import WavFileSource
+
+    app = build_app(settings, source=WavFileSource(wav), pin_factory=factory, extra_observers=[seen.append],
+                    control=False)
+    app.run()
+    commands = [e.to_dict() for e in seen if e.TYPE == "command"]
+    assert [c["command"] for c in commands] == ["stop_recording"]
+    modes = [e.mode for e in seen if isinstance(e, State)]
+    assert "not_recording" in modes
+    assert app.privacy.mode.value == "not_recording"
+    handled = [e.to_dict() for e in seen if e.TYPE == "handled"]
+    assert [h["outcome"] for h in handled] == ["command", "not_recorded"]
+    # The daemon has stopped (mic closed): the LED is on; before that, not recording kept it on too.
+    assert factory.pin(LED).state == 1
+
+
+@pytest.mark.parametrize("sentence", [
+    "I don't want any more coffee",
+    "record my favourite show tonight",
+    "stop the music",
+    "delete the last email",
+])
+def test_confusable_sentences_change_nothing(tmp_path: Path, state_dir: Path, sentence: str) -> None:
+    events, _ = _run(scene(tmp_path / "c.wav", 1.0, "alexa", 0.3, sentence, 2.0), state_dir)
+    assert of_type(events, "wake")
+    assert of_type(events, "command") == []
+    assert {e["mode"] for e in of_type(events, "state")} == {"listening"}
+
+
+def test_button_closes_the_stream_and_voice_cannot_reopen_it(state_dir: Path) -> None:
+    settings = load_settings(None, {"state_dir": str(state_dir), "wake": {"words": ["alexa"]},
+                                    "gpio": {"led_pin": LED, "button_pin": BUTTON},
+                                    "commands": {"allow_voice_resume": True}})
+    room = np.concatenate([silence(1.0), speak("alexa"), silence(0.3), speak("start recording again"),
+                           silence(60.0)])
+    mic = FakePyAudio(room, accepts_16k=True, speed=2.0)
+    factory = MockFactory()
+    events: queue.Queue[Event] = queue.Queue()
+    app = build_app(settings, source=MicSource(pa_module=mic), pin_factory=factory, extra_observers=[events.put])
+    thread = threading.Thread(target=app.run, daemon=True)
+    thread.start()
+
+    def wait_state(pred) -> State:
+        while True:
+            e = events.get(timeout=20)
+            if isinstance(e, State) and pred(e):
+                return e
+
+    try:
+        wait_state(lambda e: e.mic_open)
+        assert factory.pin(LED).state == 0  # listening: dark
+        button = factory.pin(BUTTON)
+        button.drive_low()
+        button.drive_high()  # a short press
+        closed = wait_state(lambda e: not e.mic_open)
+        assert (closed.mode, closed.cause) == ("muted", "mute")
+        assert mic.open_streams == []
+        app.bus.drain()
+        assert factory.pin(LED).state == 1
+        # Whatever is said now is never heard: the stream is closed and voice cannot unmute.
+        threading.Event().wait(2.0)
+        assert mic.open_streams == [] and app.privacy.muted
+        button.drive_low()
+        button.drive_high()
+        reopened = wait_state(lambda e: e.mic_open)
+        assert reopened.mode == "listening" and len(mic.open_streams) == 1
+    finally:
+        app.daemon.stop.set()
+        thread.join(10)
+
+
+def test_a_killed_daemon_comes_back_in_the_same_mode(state_dir: Path) -> None:
+    cmd = [sys.executable, "-c", "import sys; from voxkeep.cli import main; sys.exit(main())", "run",
+           "--input", "-", "--events", "-", "--state-dir", str(state_dir), "-w", "alexa"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(silence(1.0).tobytes())
+        proc.stdin.flush()
+        while json.loads(proc.stdout.readline()).get("mic_open") is not True:
+            pass
+        assert run_cli("recording", "off", "--state-dir", str(state_dir)).returncode == 0
+        while json.loads(proc.stdout.readline()).get("mode") != "not_recording":
+            pass
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+    assert "NOT recording" in run_cli("status", "--state-dir", str(state_dir)).stdout.decode()
+
+
+def test_a_damaged_state_file_means_muted_with_one_clear_line(tmp_path: Path, state_dir: Path) -> None:
+    (state_dir / "state.json").write_text('{"muted": fals')
+    events, stderr = _run(scene(tmp_path / "w.wav", 1.0, "alexa", 1.0), state_dir)
+    assert of_type(events, "wake") == []  # nothing processed
+    assert {e["mode"] for e in of_type(events, "state")} == {"muted"}
+    assert not any(e["mic_open"] for e in of_type(events, "state"))
+    lines = [ln for ln in stderr.splitlines() if "state.json" in ln]
+    assert len(lines) == 1 and "muted" in lines[0] and "Traceback" not in stderr
