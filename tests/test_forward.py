@@ -227,7 +227,7 @@ def all_sinks(state_dir: Path, vault: Vault, broker: Broker, password_file: Path
     device.close()
 
 
-def mqtt_payloads(spy: Listener, device: Device) -> list[bytes]:
+def mqtt_payloads(spy: Listener) -> list[bytes]:
     """Every WAV the subscriber got. The broker may still be passing on what was acknowledged, so a marker
     is published last on the same topic: MQTT keeps order, so once it arrives everything before it has."""
     spy.publish(TOPIC, b"marker")
@@ -250,7 +250,7 @@ def test_without_consent_no_sink_receives_a_byte(all_sinks: Device, said: list[n
     for pcm in said:
         all_sinks.say(pcm)
     all_sinks.settle()
-    assert http_spy.bodies == [] and wyoming_spy.sessions == [] and mqtt_payloads(mqtt_spy, all_sinks) == []
+    assert http_spy.bodies == [] and wyoming_spy.sessions == [] and mqtt_payloads(mqtt_spy) == []
     assert all_sinks.of(Forwarded) == [] and all_sinks.led == []
     assert all_sinks.audit("forwarded") == [] and all(r.forwarded_to == () for r in all_sinks.vault.list())
 
@@ -266,7 +266,7 @@ def test_with_consent_each_sink_gets_exactly_the_utterances_and_revoke_stops_it(
 
     expected = [pcm.astype("<i2").tobytes() for pcm in said[:2]]
     assert [pcm_of(b) for b in http_spy.bodies] == expected
-    assert [pcm_of(b) for b in mqtt_payloads(mqtt_spy, all_sinks)] == expected
+    assert [pcm_of(b) for b in mqtt_payloads(mqtt_spy)] == expected
     assert wyoming_spy.sessions == expected
     assert wyoming_spy.formats[-1] == {"rate": 16000, "width": 2, "channels": 1}
     # The transcript comes back as an event, once per utterance, from the Wyoming sink only.
@@ -287,7 +287,7 @@ def test_with_consent_each_sink_gets_exactly_the_utterances_and_revoke_stops_it(
     all_sinks.say(said[2])
     all_sinks.settle()
     assert len(http_spy.bodies) == 2  # nothing more after the revoke
-    assert len(wyoming_spy.sessions) == 3 and len(mqtt_payloads(mqtt_spy, all_sinks)) == 1
+    assert len(wyoming_spy.sessions) == 3 and len(mqtt_payloads(mqtt_spy)) == 1
 
     # The export lists every recipient and what each received.
     manifest_path = export_bundle(vault, state_dir.parent / "export.zip", state_dir).path
@@ -316,7 +316,7 @@ def test_not_recording_and_muted_send_nothing_even_with_consent(
     _rid, queued = all_sinks.say(said[0], lambda: privacy.mode is Mode.LISTENING)
     all_sinks.settle()
     assert not queued
-    assert http_spy.bodies == [] and wyoming_spy.sessions == [] and mqtt_payloads(mqtt_spy, all_sinks) == []
+    assert http_spy.bodies == [] and wyoming_spy.sessions == [] and mqtt_payloads(mqtt_spy) == []
 
 
 def test_a_mode_change_after_capture_stops_what_is_still_waiting(state_dir: Path, vault: Vault,
@@ -385,7 +385,7 @@ def test_a_dead_sink_never_holds_back_a_live_one_and_its_failure_is_audited(
     device.settle()
     device.close()
     # The live sink got every utterance, in order, while the dead ones were failing.
-    assert [pcm_of(b) for b in mqtt_payloads(mqtt_spy, device)] == [said[i % 3].astype("<i2").tobytes()
+    assert [pcm_of(b) for b in mqtt_payloads(mqtt_spy)] == [said[i % 3].astype("<i2").tobytes()
                                                                     for i in range(4)]
     failed = device.audit("forward_failed")
     assert sorted(e["sink"] for e in failed) == ["http"] * 4 + ["wyoming"] * 4
