@@ -1,0 +1,276 @@
+"""On-device recognition of the privacy commands spoken after a wake word.
+
+pocketsphinx decodes the command window against a JSGF grammar that can only say one of the privacy
+commands. A grammar forces any speech onto its nearest command, so every match is checked against a
+free phone loop over the same audio, two ways: speech the grammar explained away as silence (the rest
+of "stop recording the football") rejects it outright, and the per-frame acoustic gap between the
+grammar and the phone loop (``score``, nats per frame) must reach ``commands.min_score``.
+
+Privacy: nothing a rejected utterance said is kept, logged or returned. The only text that ever leaves
+this module is the grammar phrase of an accepted command, which is one of a fixed list.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import SAMPLE_RATE
+from .config import CommandSettings
+from .errors import AudioInputError, ModelError
+
+log = logging.getLogger(__name__)
+
+PHRASES: dict[str, tuple[str, ...]] = {
+    "stop_recording": ("don't record anymore", "do not record anymore", "stop recording",
+                       "please don't record anymore", "don't record anymore please", "please stop recording",
+                       "stop recording please", "please do not record anymore"),
+    "start_recording": ("start recording again",),
+    "delete_last": ("delete what i just said",),
+    "delete_today": ("delete everything i said today",),
+}
+"""Every sentence the grammar accepts, per command (tests and the benchmark speak these)."""
+
+_RULES = {
+    "stop_recording": "[please] ((don't | do not) record anymore | stop recording) [please]",
+    "start_recording": "start recording again",
+    "delete_last": "delete what i just said",
+    "delete_today": "delete everything i said today",
+}
+
+def _core(phrase: str) -> str:
+    """A phrase without its optional "please" at either end: "please stop recording please" -> "stop recording"."""
+    return phrase.removeprefix("please ").removesuffix(" please")
+
+
+_COMMAND_OF = {_core(phrase): command for command, phrases in PHRASES.items() for phrase in phrases}
+
+WAKE_TAIL_WORDS = ("jarvis", "alexa", "marvin", "mycroft")
+"""Last words of the bundled wake phrases: the window starts when the model fires, often mid-word."""
+
+MIN_TAIL_PHONES = 2
+"""Tail words shorter than this are left out: one-phone words make pocketsphinx's grammar search 50x
+slower (every left/right context is expanded), and a single phone is absorbed as silence anyway."""
+
+QUIET_RMS = 30.0
+"""Windows quieter than this (int16 RMS, about -60 dBFS) hold no speech and are not decoded."""
+
+_FRAME_RATE = 100
+"""pocketsphinx frames per second."""
+
+MAX_UNEXPLAINED_FRAMES = 20
+"""Frames (10 ms) of speech the grammar may pass off as silence after the command starts. The grammar's
+silence model swallows whole words, so "stop recording the football" fits "stop recording" well; the
+phone loop still hears phones there, and more than 0.2 s of them means the sentence was something else."""
+
+MAX_LEADING_FRAMES = 80
+"""Frames of speech tolerated before the command: the wake word's tail and a breath, not a sentence."""
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """A privacy command heard in a command window; safe to log (no free text)."""
+
+    command: str
+    """One of PHRASES' keys."""
+    phrase: str
+    """The grammar sentence matched, e.g. "please don't record anymore"."""
+    score: float
+    """Grammar fit minus free phone-loop fit, nats per frame (0 is a perfect fit; higher is better)."""
+    start: float
+    """Seconds into the window where the command's first word begins."""
+    end: float
+    """Seconds into the window where its last word ends."""
+
+
+def _model_dir() -> Path:
+    try:
+        import pocketsphinx
+    except ImportError as exc:
+        raise ModelError(f"pocketsphinx cannot be imported ({exc}); reinstall it: pip install 'pocketsphinx>=5'") \
+            from None
+    path = Path(pocketsphinx.get_model_path()) / "en-us"
+    if not (path / "en-us" / "mdef").is_file() or not (path / "cmudict-en-us.dict").is_file():
+        raise ModelError(f"the pocketsphinx en-us model is missing from {path}; reinstall: pip install "
+                         "--force-reinstall 'pocketsphinx>=5'")
+    return path
+
+
+def _grammar(tails: Sequence[str]) -> str:
+    """The JSGF text: an optional wake-word tail, then exactly one command."""
+    rules = "\n".join(f"<{name}> = {body};" for name, body in _RULES.items())
+    commands = " | ".join(f"<{name}>" for name in _RULES)
+    prefix = f"[{' | '.join(tails)}] " if tails else ""
+    return f"#JSGF V1.0;\ngrammar privacy;\npublic <command> = {prefix}({commands});\n{rules}\n"
+
+
+def _grammar_words() -> set[str]:
+    return {w for body in _RULES.values() for w in body.replace("(", " ").replace(")", " ").replace("[", " ")
+            .replace("]", " ").replace("|", " ").split()}
+
+
+def _read_dict(path: Path, words: Iterable[str]) -> dict[str, list[str]]:
+    """Pronunciations of ``words`` (all variants) from a CMU-style dictionary, without loading it whole."""
+    wanted = set(words)
+    found: dict[str, list[str]] = {}
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            head, _, phones = line.strip().partition(" ")
+            base = head.split("(", 1)[0]
+            if base in wanted:
+                found.setdefault(base, []).append(phones.strip())
+    return found
+
+
+def _overlap(seg: tuple[str, int, int, float], first: int, last: int) -> int:
+    """Frames of ``seg`` inside ``first..last``; phone segments are short, so prorating edges costs little."""
+    return max(0, min(seg[2], last) - max(seg[1], first) + 1)
+
+
+def _base(word: str) -> str:
+    """Dictionary variant to word: "record(3)" -> "record"."""
+    return word.split("(", 1)[0]
+
+
+class CommandRecognizer:
+    """Recognises one privacy command in a command window; reusable, and safe to call from any thread.
+
+    Decoding takes tens of milliseconds on a desktop and several times that on a Pi, so the daemon
+    calls it from the utterance worker, never from the audio loop. One decoder is built at start-up
+    (a fraction of a second) and reused; a lock serialises calls because pocketsphinx is not reentrant.
+    """
+
+    def __init__(self, settings: CommandSettings, wake_words: Sequence[str] = ()) -> None:
+        """``wake_words``: extra wake phrases (model names like "hey_jarvis") whose tails to tolerate."""
+        import pocketsphinx
+
+        self._settings = settings
+        self._lock = threading.Lock()
+        model = _model_dir()
+        tail_sources = {*WAKE_TAIL_WORDS, *(w.replace("-", "_").split("_")[-1].lower() for w in wake_words)}
+        prons = _read_dict(model / "cmudict-en-us.dict", _grammar_words() | tail_sources)
+        missing = _grammar_words() - prons.keys()
+        if missing:
+            raise ModelError(f"the pocketsphinx dictionary lacks {sorted(missing)}; reinstall pocketsphinx")
+        tails = self._tail_words(prons, tail_sources)
+        with tempfile.TemporaryDirectory(prefix="voxkeep-cmd-") as tmp:
+            # A dictionary of only the grammar's words: the full one costs ~20 MB on a Pi Zero for nothing.
+            dict_path = Path(tmp) / "commands.dict"
+            lines = [f"{w}{'' if i == 0 else f'({i + 1})'} {p}" for w in sorted(_grammar_words())
+                     for i, p in enumerate(prons[w])]
+            lines += [f"{name} {phones}" for name, phones in tails.items()]
+            dict_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            try:
+                self._decoder = pocketsphinx.Decoder(hmm=str(model / "en-us"), dict=str(dict_path), lm=None,
+                                                     dither=False, loglevel="FATAL")
+                self._decoder.add_jsgf_string("command", _grammar(sorted(tails)))
+                self._decoder.add_allphone_file("phones", str(model / "en-us-phone.lm.bin"))
+            except RuntimeError as exc:
+                raise ModelError(f"pocketsphinx could not load its en-us model ({exc}); reinstall: "
+                                 "pip install --force-reinstall 'pocketsphinx>=5'") from None
+        self._tails = set(tails)
+        # pocketsphinx carries its cepstral mean from one utterance to the next; restoring the initial
+        # one before every decode (and no dither) makes each answer depend on its own audio only.
+        self._initial_cmn = self._decoder.get_cmn(False)
+
+    @staticmethod
+    def _tail_words(prons: dict[str, list[str]], sources: Iterable[str]) -> dict[str, str]:
+        """Pseudo-words for the last 2..n phones of each wake word, so a clipped "...vis" is absorbed."""
+        tails: dict[str, str] = {}
+        for word in sorted(sources):
+            for variant in prons.get(word, []):
+                phones = variant.split()
+                for n in range(MIN_TAIL_PHONES, len(phones) + 1):
+                    suffix = " ".join(phones[-n:])
+                    if suffix not in tails.values():
+                        tails[f"tail{len(tails)}"] = suffix
+        return tails
+
+    def recognize(self, pcm: np.ndarray) -> Recognition | None:
+        """The command spoken in ``pcm`` (int16 16 kHz mono from the wake word on), or None.
+
+        None means "not a command": silence, noise, or speech that does not fit a command well enough.
+        Audio past ``commands.max_seconds`` (plus one second for the wake tail) is ignored.
+        """
+        best = self.score(pcm)
+        if best is None or best.score < self._settings.min_score:
+            log.debug("command window rejected (score %s)", "n/a" if best is None else f"{best.score:.2f}")
+            return None
+        log.debug("command %s (score %.2f)", best.command, best.score)
+        return best
+
+    def score(self, pcm: np.ndarray) -> Recognition | None:
+        """The best grammar match and its score, before the ``min_score`` threshold; for tuning.
+
+        None when the window is silent or no grammar path survives the search at all.
+        """
+        samples = self._checked(pcm)
+        if samples.size < SAMPLE_RATE // 4 or float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) < QUIET_RMS:
+            return None
+        raw = samples.tobytes()
+        with self._lock:
+            grammar = self._decode("command", raw)
+            if not grammar:
+                return None
+            phones = self._decode("phones", raw)
+        return self._compare(grammar, phones)
+
+    def _checked(self, pcm: Any) -> np.ndarray:
+        """``pcm`` as a 1-D int16 array no longer than the window, or AudioInputError naming the fix."""
+        arr = np.asarray(pcm)
+        if arr.ndim == 2 and 1 in arr.shape:
+            arr = arr.reshape(-1)
+        if arr.ndim != 1:
+            raise AudioInputError(f"command audio must be mono (one channel), got shape {arr.shape}; "
+                                  "downmix to 16 kHz mono int16 first")
+        if arr.dtype != np.int16:
+            raise AudioInputError(f"command audio must be int16 samples, got {arr.dtype}; "
+                                  "convert to 16 kHz mono int16 first")
+        limit = int((self._settings.max_seconds + 1.0) * SAMPLE_RATE)
+        return np.ascontiguousarray(arr[:limit])
+
+    def _decode(self, search: str, raw: bytes) -> list[tuple[str, int, int, float]]:
+        """(word, first frame, last frame, ln acoustic score) of the best path, [] if none."""
+        d = self._decoder
+        d.activate_search(search)
+        d.set_cmn(self._initial_cmn)
+        d.start_utt()
+        d.process_raw(raw, False, True)
+        d.end_utt()
+        if d.hyp() is None:
+            return []
+        return [(s.word, s.start_frame, s.end_frame, math.log(s.ascore) if s.ascore > 0 else -math.inf)
+                for s in d.seg()]
+
+    def _compare(self, grammar: list[tuple[str, int, int, float]],
+                 phones: list[tuple[str, int, int, float]]) -> Recognition | None:
+        """Score the grammar's command words against the phone loop over the same frames."""
+        words = [seg for seg in grammar if not seg[0].startswith(("<", "[")) and seg[0] not in self._tails]
+        if not words:
+            return None
+        first, last = words[0][1], words[-1][2]
+        spoken = [seg for seg in phones if seg[0] != "SIL"]
+        fillers = [seg for seg in grammar if seg[0].startswith(("<", "[")) and seg[2] >= first]
+        unexplained = sum(_overlap(p, f[1], f[2]) for p in spoken for f in fillers)
+        leading = sum(_overlap(p, 0, first - 1) for p in spoken)
+        if unexplained > MAX_UNEXPLAINED_FRAMES or leading > MAX_LEADING_FRAMES:
+            return None
+        # Pauses between command words count too: the phone loop is scored over the same span.
+        fit = sum(seg[3] for seg in grammar if first <= seg[1] and seg[2] <= last)
+        free = sum(seg[3] * _overlap(seg, first, last) / (seg[2] - seg[1] + 1) for seg in phones)
+        frames = last - first + 1
+        gap = (fit - free) / frames
+        phrase = " ".join(_base(seg[0]) for seg in words)
+        if _core(phrase) not in _COMMAND_OF:
+            return None  # the search ran out of audio part-way through the grammar: no whole command
+        return Recognition(command=_COMMAND_OF[_core(phrase)], phrase=phrase,
+                           score=gap if math.isfinite(gap) else -math.inf,
+                           start=first / _FRAME_RATE, end=(last + 1) / _FRAME_RATE)
