@@ -79,7 +79,7 @@ class CommandSettings:
     """Silence that ends the command window early."""
     allow_voice_resume: bool = False
     """Obey "start recording again" by voice. Off: anyone in the room could say it."""
-    min_score: float = -1.0
+    min_score: float = -4.25
     """How closely speech must fit a command to be obeyed: grammar fit minus free phone-loop fit, in nats
     per frame (0 is perfect). Raise it toward 0 to reject more; bench/commands_eval.py measures both sides."""
 
