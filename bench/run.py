@@ -225,6 +225,7 @@ class Bench:
 
     def voxkeep(self, scene: Scene) -> Run:
         events = self.work / f"{scene.name}.events.jsonl"
+        events.unlink(missing_ok=True)  # the daemon appends to an existing events file
         state = self.work / f"state-{scene.name}"
         shutil.rmtree(state, ignore_errors=True)
         config = self.work / "empty.toml"
