@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 import threading
 import time
 import tomllib
@@ -739,11 +740,11 @@ class Simulation:
         self.leds.append(self._led())
 
     def _emit(self, line: Line) -> None:
-        detail = line.detail
-        if len(detail) > WIDTH and line.what != "check":
-            detail = detail[:WIDTH - 3] + "..."
-        text = f"  {line.t:6.2f}  {line.what:<8}{detail:<{WIDTH}} {line.mode.replace('_', ' '):<14} {line.led}"
-        self.out.write(text.rstrip() + "\n")
+        """One timeline row; a long description wraps under itself, with mode and LED on its first line."""
+        parts = textwrap.wrap(line.detail, WIDTH) or [""]
+        rows = [f"  {line.t:6.2f}  {line.what:<8}{parts[0]:<{WIDTH}} {line.mode.replace('_', ' '):<14} {line.led}"]
+        rows += [f"  {'':6}  {'':8}{part}" for part in parts[1:]]
+        self.out.write("".join(row.rstrip() + "\n" for row in rows))
         self.out.flush()
 
 
@@ -786,8 +787,6 @@ def _owner_command(action: str) -> str:
 
 
 def _wrap(text: str, indent: str, width: int = 100) -> str:
-    import textwrap
-
     return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent)
 
 
@@ -913,13 +912,13 @@ def summary(o: Outcome, *, workdir: Path) -> str:
     deleted = sum(int(e["count"]) for e in events if e["type"] == "deleted")
     speed = o.audio_seconds / o.wall_seconds if o.wall_seconds else 0.0
     words = sorted({e["wake_word"].replace("_", " ") for e in wakes})
-    did = [f"woke {len(wakes)} time(s)" + (f" ({', '.join(words)})" if words else ""),
-           f"obeyed {len(commands)} spoken command(s)" + (f": {', '.join(commands)}" if commands else ""),
-           f"kept {len(stored)} recording(s), deleted {deleted}"]
-    did += [f"kept nothing {n} time(s): {reason}" for reason, n in dropped.items()]
+    did = [f"woke {_times(len(wakes))}" + (f" ({', '.join(words)})" if words else ""),
+           f"understood {_count(len(commands), 'spoken command')}" + (f": {', '.join(commands)}" if commands else ""),
+           f"kept {_count(len(stored), 'recording')}, deleted {deleted}"]
+    did += [f"kept nothing {_times(n)}: {reason}" for reason, n in dropped.items()]
     rejected = sum(1 for e in events if e["type"] == "wake_rejected")
     if rejected:
-        did.append(f"ignored {rejected} near-miss(es) of a wake word")
+        did.append(f"ignored {_count(rejected, 'near-miss', 'near-misses')} of a wake word")
     sent = forwarded_bytes(events)
     did.append(f"sent {sent} bytes off the device" if sent else "sent nothing off the device")
     lines = ["", "What happened",
@@ -927,14 +926,14 @@ def summary(o: Outcome, *, workdir: Path) -> str:
              f"audio (simulated in {o.wall_seconds:.1f} s, {speed:.0f}x real time)",
              "  speaker:  " + "\n            ".join(did)]
     if o.recordings:
-        lines.append(f"  stored:   {len(o.recordings)} recording(s) in the vault, each encrypted to the owner's age "
-                     "key (the device itself cannot open them):")
+        lines.append(f"  stored:   {_count(len(o.recordings), 'recording')} in the vault, each encrypted to the "
+                     "owner's age key (the device itself cannot open them):")
         lines += [f"              {r.id}  {r.duration:5.1f} s  wake word {r.wake_word}" for r in o.recordings]
     else:
         lines.append("  stored:   nothing in the vault")
     lines.append(f"  LED:      {' -> '.join(o.leds)}")
     verdict = "all met" if o.ok else f"{len(o.failures)} FAILED"
-    lines.append(f"  checks:   {o.checks} expectation(s), {verdict}")
+    lines.append(f"  checks:   {_count(o.checks, 'expectation')}, {verdict}")
     state = f"--state-dir {o.state_dir}"
     lines += ["", "How to look at it",
               f"  voxkeep recordings list {state}",
@@ -945,3 +944,11 @@ def summary(o: Outcome, *, workdir: Path) -> str:
     if o.identity is not None:
         lines.append(f"  The owner's secret key is {o.identity}; remove {workdir} when done.")
     return "\n".join(lines) + "\n"
+
+
+def _count(n: int, noun: str, plural: str = "") -> str:
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def _times(n: int) -> str:
+    return {0: "never", 1: "once", 2: "twice"}.get(n, f"{n} times")
