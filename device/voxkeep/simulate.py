@@ -234,7 +234,8 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}; fix the TOML syntax there") from None
+        where = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(f"{path} line {where.group(1) if where else '?'}: {exc}; fix the TOML syntax there") from None
     return parse_scenario(data, path, text)
 
 
@@ -405,6 +406,7 @@ def render(scenario: Scenario, cache: Path) -> Rendered:
     """The whole scenario's audio (16 kHz int16) and where each step falls in it."""
     from .testing.speech import synthesize
 
+    cache.mkdir(parents=True, exist_ok=True)
     pieces: list[np.ndarray] = []
     cues: list[Cue] = []
     voiced: list[np.ndarray] = []
