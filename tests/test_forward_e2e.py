@@ -1,8 +1,8 @@
 """Forwarding through the whole daemon: synthesized speech in, wake word, vault, then the consented sinks.
 
-The lead wires ``Forwarder`` into ``build_app``; until then an observer does what that wiring will do
-(submit each stored recording). It decrypts the stored file with the owner's key, so the test also shows
-that what leaves the device is exactly what was kept, and that the audio loop's mode decides.
+``build_app`` submits each stored recording to the ``Forwarder``. The test decrypts the stored file with the
+owner's key, so it also shows that what leaves the device is exactly what was kept, and that the audio
+loop's mode decides.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from voxkeep.app import build_app
 from voxkeep.audio import make_source
 from voxkeep.config import WakeSettings
 from voxkeep.events import Event, Forwarded, Recorded, Transcript
-from voxkeep.forward import Forwarder
 from voxkeep.owner import generate_identity
-from voxkeep.privacy import STATE_FILE, Mode, PrivacyState
+from voxkeep.privacy import STATE_FILE, PrivacyState
 from voxkeep.vault import Vault
 
 
@@ -62,21 +61,14 @@ def test_a_full_run_forwards_exactly_the_stored_utterance_and_only_while_listeni
         events: list[Event] = []
         app = build_app(settings, source=make_source(str(alexa_scene), ""), control=False,
                         extra_observers=[events.append])
-        stored: dict[str, np.ndarray] = {}
-        identity = x25519.Identity.from_str(secret)
-        forwarder = Forwarder(settings, app.vault, app.bus.publish)
-
-        def forward_recorded(event: Event) -> None:  # what build_app's wiring will do on_recorded
-            if isinstance(event, Recorded):
-                wav = pyrage.decrypt(app.vault.path_of(event.recording_id).read_bytes(), [identity])
-                stored[event.recording_id] = soundfile.read(io.BytesIO(wav), dtype="int16")[0]
-                forwarder.submit(event.recording_id, stored[event.recording_id], event.t,
-                                 lambda: app.privacy.mode is Mode.LISTENING)
-
-        app.bus.subscribe("forward", forward_recorded)
-        app.starters.append(forwarder.start)
-        app.stoppers.append(lambda: (app.bus.drain(), forwarder.drain(60), forwarder.stop()))
         app.run()
+        identity = x25519.Identity.from_str(secret)
+        stored: dict[str, np.ndarray] = {}
+        with Vault(state_dir, settings.vault) as vault:
+            for event in events:
+                if isinstance(event, Recorded):
+                    wav = pyrage.decrypt(vault.path_of(event.recording_id).read_bytes(), [identity])
+                    stored[event.recording_id] = soundfile.read(io.BytesIO(wav), dtype="int16")[0]
         received = mqtt_payloads(spy)
     finally:
         spy.close()

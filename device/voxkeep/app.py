@@ -25,10 +25,11 @@ from .config import Settings
 from .control import ControlServer
 from .daemon import Daemon, FrameHook, RunStats
 from .durable import private_dir
-from .events import Deleted, Event, Handled, JsonlWriter, Notice, Recorded, State, Wake
+from .events import Deleted, Event, Forwarded, Handled, JsonlWriter, Notice, Recorded, State, Wake
+from .forward import Forwarder, revoke_consent
 from .handling import UtteranceWorker
 from .indicators import LightView, MuteButton, MuteSwitch, StatusLight, choose_pin_factory
-from .privacy import STATE_FILE, PrivacyState
+from .privacy import STATE_FILE, Mode, PrivacyState
 from .tones import TonePlayer
 from .vault import Vault
 from .verify import WakeVerifier
@@ -49,6 +50,9 @@ class App:
     light: StatusLight | None = None
     starters: list[Callable[[], None]] = field(default_factory=list)
     stoppers: list[Callable[[], None]] = field(default_factory=list)
+    """Edges that produce events, stopped (last started, first stopped) before the bus delivers the rest."""
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    """Resources observers use (event file, LED, vault), closed after the bus has delivered everything."""
 
     last_wake: dict[str, Any] | None = None
 
@@ -72,7 +76,7 @@ class App:
         """Keep what status reports about recent events (runs on the bus's thread)."""
         if isinstance(event, Wake):
             self.last_wake = {"t": event.t, "wake_word": event.wake_word,
-                              "at": datetime.now(UTC).isoformat(timespec="seconds")}
+                              "at": datetime.fromtimestamp(self.daemon.wall_clock(), UTC).isoformat(timespec="seconds")}
 
     def run(self, *, handle_signals: bool = False) -> RunStats:
         """Start the edges, run the loop to the end of input (or a signal), stop everything."""
@@ -87,13 +91,20 @@ class App:
             return self.daemon.run()
         finally:
             for stop in reversed(self.stoppers):
-                try:
-                    stop()
-                except Exception:
-                    log.exception("error while shutting down")
+                _quietly(stop)
             self.bus.close()
+            for close in reversed(self.closers):
+                _quietly(close)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _quietly(step: Callable[[], None]) -> None:
+    """Run one shutdown step; a failure is logged and the others still run."""
+    try:
+        step()
+    except Exception:
+        log.exception("error while shutting down")
 
 
 def build_app(settings: Settings, *, source: AudioSource | None = None, events_out: str | None = None,
@@ -113,11 +124,11 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
     privacy.subscribe(bus.publish)
     vault = Vault(state_dir, settings.vault, **({"clock": wall_clock} if wall_clock else {}))
     app = App(settings, privacy, bus, vault)
-    app.stoppers.append(vault.close)
+    app.closers.append(vault.close)
     if events_out:
         writer = JsonlWriter(events_out)
         bus.subscribe("events", writer, maxsize=1024)
-        app.stoppers.append(writer.close)
+        app.closers.append(writer.close)
     for i, observer in enumerate(extra_observers or []):
         bus.subscribe(f"extra{i}", observer)
     bus.subscribe("status", app.observe)
@@ -131,17 +142,21 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
         pin_factory = choose_pin_factory(g)
     light = StatusLight(settings.gpio, pin_factory=pin_factory)
     app.light = light
-    app.stoppers.append(light.close)
+    app.closers.append(light.close)
     light_feed = _LightFeed(light, privacy)
     light_feed.refresh()
     bus.subscribe("light", light_feed)
     _wire_inputs(app, settings, pin_factory)
     tones = TonePlayer(settings.audio.output_device, pa_module=pa_module)
-    app.stoppers.append(tones.close)
+    app.closers.append(tones.close)
 
+    forwarder = Forwarder(settings, vault, bus.publish, on_transfer=light_feed.set_forwarding)
     recognizer = CommandRecognizer(settings.commands, detector.words)
-    worker = UtteranceWorker(settings, privacy, bus.publish, recognizer=recognizer, vault=vault,
-                             on_command=lambda command: tones.play(TONE_FOR[command]))
+    worker = UtteranceWorker(
+        settings, privacy, bus.publish, recognizer=recognizer, vault=vault,
+        on_command=lambda command: tones.play(TONE_FOR[command]),
+        on_recorded=lambda u, rec_id: forwarder.submit(rec_id, u.pcm, u.t_end,
+                                                       lambda: privacy.mode is Mode.LISTENING))
     verifier = WakeVerifier(settings.wake, settings.models_path) if settings.wake.verify else None
     daemon = Daemon(settings, source, detector, privacy, bus, worker, verifier=verifier, on_frame=on_frame,
                     stop=stop, tone_guard=(lambda: time.monotonic() < tones.playing_until()) if tones.enabled
@@ -150,6 +165,10 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
     holder["daemon"] = app.daemon = daemon
 
     app.starters.append(lambda: _vault_startup(vault, bus, daemon))
+    app.starters.append(forwarder.start)
+    # File input: let what was consented arrive before the run ends (bounded by the retry window).
+    app.stoppers.append(lambda: (None if source.live else forwarder.drain(settings.forward.retry_seconds),
+                                 forwarder.stop()))
     retention = _RetentionTimer(vault, daemon.stop)
     app.starters.append(retention.start)
     if settings.mqtt.host:
@@ -158,10 +177,13 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
         server = ControlServer(state_dir, app.control)
         app.starters.append(server.start)
         app.stoppers.append(server.stop)
+    app.stoppers.append(sdnotify.stopping)  # appended last, so it runs first at shutdown
     log.info("voxkeep %s: wake words %s, mode %s, state in %s", __version__, ", ".join(detector.words),
              privacy.mode.value, state_dir)
     return app
 
+
+STATE_REFRESH_SECONDS = 60.0
 
 TONE_FOR = {"stop_recording": "stopped_recording", "start_recording": "resumed", "delete_last": "deleted",
             "delete_today": "deleted"}
@@ -175,17 +197,21 @@ def _wire_inputs(app: App, settings: Settings, pin_factory: Any) -> None:
         button = MuteButton(settings.gpio, pin_factory=pin_factory,
                             on_press=lambda: privacy.request("unmute" if privacy.muted else "mute", "button"),
                             on_long_press=lambda: privacy.request("recording_on", "button"))
-        app.stoppers.append(button.close)
+        app.closers.append(button.close)
     if settings.gpio.mute_switch_pin is not None:
         switch = MuteSwitch(settings.gpio, on_change=privacy.set_switch, pin_factory=pin_factory)
         privacy.set_switch(switch.engaged)
-        app.stoppers.append(switch.close)
+        app.closers.append(switch.close)
 
 
 def _wire_mqtt(app: App, settings: Settings) -> None:
     from .mqtt import MqttBridge
 
     def on_command(action: str, cause: str) -> tuple[bool, str]:
+        if action == "forwarding_off":
+            revoked = revoke_consent(app.vault, None, cause)
+            bridge.publish_state(app.status())
+            return True, f"revoked forwarding to {', '.join(revoked)}" if revoked else "nothing was being forwarded"
         outcome = app.privacy.request(action, cause)
         return outcome.ok, outcome.message
 
@@ -193,11 +219,18 @@ def _wire_mqtt(app: App, settings: Settings) -> None:
 
     def observe(event: Event) -> None:
         bridge.publish_event(event)
-        if isinstance(event, State | Wake | Recorded | Deleted):
+        app.observe(event)  # idempotent; the status observer's thread may not have seen it yet
+        if isinstance(event, State | Wake | Recorded | Deleted | Forwarded):
+            bridge.publish_state(app.status())
+
+    def refresh() -> None:
+        """Consents and deletions made by the CLI in another process show up within a minute."""
+        while not app.daemon.stop.wait(STATE_REFRESH_SECONDS):
             bridge.publish_state(app.status())
 
     app.bus.subscribe("mqtt", observe)
-    app.starters.append(lambda: (bridge.start(), bridge.publish_state(app.status())))
+    app.starters.append(lambda: (bridge.start(), bridge.publish_state(app.status()),
+                                 threading.Thread(target=refresh, name="mqtt-refresh", daemon=True).start()))
     app.stoppers.append(bridge.stop)
 
 
@@ -208,10 +241,17 @@ class _LightFeed:
         self._light = light
         self._privacy = privacy
         self._handling = False
+        self._forwarding = False
 
     def refresh(self) -> None:
         snap = self._privacy.snapshot()
-        self._light.show(LightView(mode=snap["mode"], mic_open=snap["mic_open"], handling_wake=self._handling))
+        self._light.show(LightView(mode=snap["mode"], mic_open=snap["mic_open"], handling_wake=self._handling,
+                                   forwarding=self._forwarding))
+
+    def set_forwarding(self, busy: bool) -> None:
+        """Called by the forwarder's threads when audio starts or stops leaving the device; quick."""
+        self._forwarding = busy
+        self.refresh()
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Wake):

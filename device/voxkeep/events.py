@@ -156,7 +156,7 @@ class JsonlWriter:
 
         self._own = target != "-"
         try:
-            self._fh = open(target, "a", encoding="utf-8") if self._own else sys.stdout  # noqa: SIM115
+            self._fh = open(target, "w", encoding="utf-8") if self._own else sys.stdout  # noqa: SIM115
         except OSError as exc:
             raise VoxkeepError(f"cannot write events to {target} ({exc.strerror}); choose another --events path") \
                 from None

@@ -60,7 +60,8 @@ STATE_KEYS = ("mode", "mic_open", "recording_enabled", "switch_engaged", "last_w
               "retention_days", "consents", "audit_head", "version")
 """Snapshot keys published on ``<base>/state``; anything else the daemon passes stays on the device."""
 COMMANDS = {("mute", True): "mute", ("mute", False): "unmute",
-            ("recording", True): "recording_on", ("recording", False): "recording_off"}
+            ("recording", True): "recording_on", ("recording", False): "recording_off",
+            ("forwarding", False): "forwarding_off"}
 """JSON ``{key: value}`` on ``<base>/set`` -> action passed to ``on_command``."""
 POLL_SECONDS = 0.1
 """Longest a queued state waits before the bridge thread sends it (the thread sleeps in select)."""
@@ -94,11 +95,14 @@ def parse_command(payload: bytes) -> str:
         raise CommandRejected("not_one_key", 'command must be a JSON object with exactly one key, '
                                              'e.g. {"mute": true} or {"recording": false}')
     ((key, value),) = data.items()
+    if (key, value) == ("forwarding", False):
+        return COMMANDS[(key, value)]  # revoking every forwarding consent is always allowed
     if "consent" in key.lower() or "forward" in key.lower():
         raise CommandRejected("consent_refused", "forwarding consent cannot be granted over MQTT; grant it on "
                                                  "the device itself with 'voxkeep consent grant'")
     if key not in {k for k, _ in COMMANDS}:
-        raise CommandRejected("unknown_command", f"unknown command {key[:40]!r}; known: mute, recording")
+        raise CommandRejected("unknown_command", f"unknown command {key[:40]!r}; known: mute, recording, "
+                                                 "forwarding (false only)")
     if not isinstance(value, bool):
         raise CommandRejected("bad_value", f"{key!r} takes true or false, e.g. {{\"{key}\": true}}")
     return COMMANDS[(key, value)]
