@@ -22,6 +22,7 @@ from voxkeep.app import build_app
 from voxkeep.audio import MicSource
 from voxkeep.config import load_settings
 from voxkeep.testing.speech import silence, speak
+from voxkeep.vault import Vault
 
 
 def test_home_assistant_sees_the_speaker_and_can_mute_it(broker: Broker, listener: Listener, state_dir: Path,
@@ -33,6 +34,8 @@ def test_home_assistant_sees_the_speaker_and_can_mute_it(broker: Broker, listene
         "state_dir": str(state_dir), "wake": {"words": ["alexa"]},
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "username": "voxkeep", "password_file": str(password),
                  "device_id": device}})
+    with Vault(state_dir, settings.vault) as vault:
+        vault.consent("http", "grant", "cli")  # the owner shared with a home server, on the device
     room = np.concatenate([silence(6.0), speak("alexa"), silence(30.0)])  # speaks once the bridge is up
     mic = FakePyAudio(room, accepts_16k=True, speed=2.0)
     app = build_app(settings, source=MicSource(pa_module=mic))
@@ -57,6 +60,14 @@ def test_home_assistant_sees_the_speaker_and_can_mute_it(broker: Broker, listene
         listener.publish(f"{base}/set", json.dumps({"mute": False}))
         listener.wait_json(f"{base}/state", lambda s: s["mic_open"])
         assert len(mic.open_streams) == 1
+
+        # MQTT can revoke forwarding consent, never grant it.
+        assert state["consents"] == ["http"]
+        listener.publish(f"{base}/set", json.dumps({"forwarding": True}))
+        assert listener.wait_json(f"{base}/error")["error"] == "consent_refused"
+        listener.publish(f"{base}/set", json.dumps({"forwarding": False}))
+        listener.wait_json(f"{base}/state", lambda s: s["consents"] == [])
+        assert app.vault.active_consents() == []
     finally:
         app.daemon.stop.set()
         thread.join(15)
