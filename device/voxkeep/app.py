@@ -186,7 +186,7 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
 STATE_REFRESH_SECONDS = 60.0
 
 TONE_FOR = {"stop_recording": "stopped_recording", "start_recording": "resumed", "delete_last": "deleted",
-            "delete_today": "deleted"}
+            "delete_today": "deleted", "stop_sharing": "stopped_recording"}
 """Which confirmation tone each privacy command plays."""
 
 

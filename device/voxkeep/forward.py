@@ -33,7 +33,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import numpy as np
@@ -235,7 +235,7 @@ def is_configured(fwd: ForwardSettings, sink: str) -> bool:
 # ------------------------------------------------------------------------------------------------- consent
 
 
-def revoke_consent(vault: Vault, sinks: Iterable[str] | None, by: str) -> list[str]:
+def revoke_consent(vault: Any, sinks: Iterable[str] | None, by: str) -> list[str]:
     """Revoke consent for ``sinks`` (None: every active one) on behalf of ``by``; return those revoked.
 
     This is the only consent change voice and MQTT may make: revoking can never share more than before.

@@ -19,6 +19,7 @@ from .capture import Utterance
 from .config import Settings
 from .errors import VoxkeepError
 from .events import Command, Deleted, Event, Handled, Notice, Recorded
+from .forward import revoke_consent
 from .privacy import Mode, PrivacyState
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class VaultLike(Protocol):
     def store(self, pcm: Any, *, started_at: float, wake_word: str, score: float, command: str | None) -> str: ...
     def delete_last(self, cause: str) -> int: ...
     def delete_today(self, cause: str) -> int: ...
+    def active_consents(self) -> list[str]: ...
+    def consent(self, sink: str, action: str, by: str) -> None: ...
 
 
 class UtteranceWorker:
@@ -146,6 +149,11 @@ class UtteranceWorker:
             return
         if self._vault is None:
             self._publish(Notice(t=t, level="info", message=f"{command}: there is no vault, nothing to delete"))
+            return
+        if command == "stop_sharing":  # voice may revoke forwarding consent, never grant it
+            revoked = revoke_consent(self._vault, None, "voice")
+            self._publish(Notice(t=t, level="info", message=f"stopped sharing with {', '.join(revoked)}"
+                                 if revoked else "nothing was being shared"))
             return
         count = self._vault.delete_last("voice") if command == "delete_last" else self._vault.delete_today("voice")
         self._publish(Deleted(t=t, count=count, cause=f"voice:{command}"))
