@@ -42,6 +42,10 @@ Scenario format (TOML)::
     [[step]]
     mqtt = { mute = false }                   # a command on <base>/set (needs [settings] mqtt.host)
     [[step]]
+    consent = { grant = "http" }              # as `voxkeep consent grant|revoke SINK` (mqtt, http, wyoming);
+                                              # with no forward.http_url set, http goes to a loopback
+                                              # receiver the simulation runs, which counts what arrives
+    [[step]]
     expect = { no_events = ["wake"] }         # a step with only `expect` checks at that moment
 
 Expectations are judged at the end of their step (after its pause), over the events since the previous
@@ -55,6 +59,7 @@ mode, ``led`` what the virtual LED shows (``StatusLight.describe()``: "off", "on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import textwrap
@@ -68,6 +73,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import FRAME_SAMPLES, SAMPLE_RATE
+from .config import ForwardSettings
 from .errors import ConfigError
 
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -83,7 +89,8 @@ TAIL_SECONDS = 1.0
 """Silence appended after the last step so every expectation is judged before the input ends."""
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
 
-ACTIONS = ("say", "play", "silence", "press", "switch", "owner", "mqtt")
+ACTIONS = ("say", "play", "silence", "press", "switch", "owner", "mqtt", "consent")
+SINKS = ForwardSettings.SINKS
 OWNER_ACTIONS = ("mute", "unmute", "recording_on", "recording_off")
 NOISE_KINDS = ("white", "pink", "brown", "babble")
 EXPECT_KEYS = ("events", "no_events", "mode", "led", "mic_open", "recordings", "forwarded_bytes")
@@ -312,6 +319,12 @@ def _parse_step(index: int, raw: Any, check: _Checker, at: _Locator, voice: dict
         value = check.text(value, "owner", where, OWNER_ACTIONS)
     elif action == "mqtt" and (not isinstance(value, dict) or len(value) != 1):
         raise check.fail(where, 'mqtt must be a one-key table, e.g. mqtt = { mute = true }')
+    elif action == "consent":
+        table = check.table(value, "consent", where, ("grant", "revoke"))
+        if len(table) != 1:
+            raise check.fail(where, 'consent must be one of { grant = "SINK" } or { revoke = "SINK" }')
+        ((verb, sink),) = table.items()
+        value = (verb, check.text(sink, f"consent {verb}", where, SINKS))
     default_pause = SAY_PAUSE if action in ("say", "play") else 0.0
     pause = check.number(raw.get("pause", default_pause), "pause", at.key("pause", index), minimum=0)
     expect = _parse_expect(raw["expect"], check, at.key("expect", index), index) if "expect" in raw else None
@@ -541,6 +554,8 @@ class Outcome:
     wav: Path
     checks: int = 0
     said: list[str] = field(default_factory=list)
+    received: int | None = None
+    """Bytes the loopback receiver got (None when the scenario forwarded nowhere through it)."""
 
     @property
     def ok(self) -> bool:
@@ -600,12 +615,17 @@ class Simulation:
         self._checked = 0
         self._app: Any = None
         self._mqtt: _MqttCommander | None = None
+        self.receiver: LoopbackReceiver | None = None
 
     def run(self) -> Outcome:
         """Build the daemon on virtual hardware, play the scenario through it and collect what happened."""
         from .app import build_app
         from .audio import WavFileSource
 
+        if needs_loopback(self.scenario, self.settings):
+            self.receiver = LoopbackReceiver()
+            self.settings = dataclasses.replace(self.settings, forward=dataclasses.replace(
+                self.settings.forward, http_url=self.receiver.url))
         switch = self.settings.gpio.mute_switch_pin
         if switch is not None:  # the switch starts released: its contact holds the line low against the pull-up
             self.factory.pin(switch).grounded = True
@@ -622,12 +642,15 @@ class Simulation:
         finally:
             if self._mqtt is not None:
                 self._mqtt.close()
+            if self.receiver is not None:
+                self.receiver.close()
         wall = time.monotonic() - started
         self._flush(final=True)
         said = [str(c.step.value) for c in self.rendered.cues if c.step.action == "say"]
         return Outcome(self.scenario, list(self.collector.events), self.failures, self.leds, stats.audio_seconds,
                        wall, self.rendered.speech_seconds, _list_vault(self.settings), self.settings.state_path,
-                       self.identity, self.wav, self.checks, said)
+                       self.identity, self.wav, self.checks, said,
+                       None if self.receiver is None else self.receiver.received)
 
     # -- on the audio loop ----------------------------------------------------------------------
     def _on_frame(self, t: float) -> None:
@@ -665,9 +688,37 @@ class Simulation:
         elif step.action == "owner":
             reply = self._app.control({"action": step.value})
             self._emit(Line(cue.start, "owner", f"voxkeep {_owner_command(step.value)}: {reply['message']}"))
+        elif step.action == "consent":
+            answer = self._consent(*step.value)
+            self._emit(Line(cue.start, "owner", f"voxkeep consent {' '.join(step.value)}: {answer}"))
         elif step.action == "mqtt":
             assert self._mqtt is not None
             self._emit(Line(cue.start, "mqtt", f"{json.dumps(step.value)}: {self._mqtt.send(step.value)}"))
+
+    def _consent(self, verb: str, sink: str) -> str:
+        """The owner's consent change, through the same vault ledger `voxkeep consent` writes."""
+        from .forward import revoke_consent
+
+        vault = self._app.vault
+        if verb == "revoke":
+            return "revoked" if revoke_consent(vault, [sink], "cli") else "was not granted"
+        if sink in vault.active_consents():
+            return "already granted"
+        vault.consent(sink, "grant", "cli")
+        return "granted"
+
+    def _settle_forwarding(self) -> None:
+        """Let transfers in flight finish before judging: the forwarder sends on its own threads.
+
+        Uses ``App.forwarder.drain`` when the app exposes its forwarder; otherwise waits for the loopback
+        receiver to be idle, which covers the bundled scenarios.
+        """
+        forwarder = getattr(self._app, "forwarder", None)
+        if forwarder is not None:
+            forwarder.drain(self.settings.forward.retry_seconds)
+        elif self.receiver is not None:
+            self.receiver.wait_idle()
+        self._app.bus.drain()
 
     def _pin(self, key: str, step: Step) -> int:
         pin = getattr(self.settings.gpio, key)
@@ -690,6 +741,7 @@ class Simulation:
     def _judge(self, cue: Cue, t: float) -> None:
         expect = cue.step.expect
         assert expect is not None
+        self._settle_forwarding()
         self._flush()
         self.checks += 1
         events = self.collector.since(self._checked)
@@ -703,6 +755,9 @@ class Simulation:
             actual["recordings"] = self._app.vault.count()
         if expect.forwarded_bytes is not None:
             actual["forwarded_bytes"] = forwarded_bytes(self.collector.since(0))
+            if self.receiver is not None and self.receiver.received != actual["forwarded_bytes"]:
+                problems.append(f"the daemon reported {actual['forwarded_bytes']} bytes forwarded, but the "
+                                f"receiver got {self.receiver.received}")
         for key, value in actual.items():
             wanted = getattr(expect, key)
             if wanted is not None and wanted != value:
@@ -923,6 +978,8 @@ def summary(o: Outcome, *, workdir: Path) -> str:
         did.append(f"ignored {_count(rejected, 'near-miss', 'near-misses')} of a wake word")
     sent = forwarded_bytes(events)
     did.append(f"sent {sent} bytes off the device" if sent else "sent nothing off the device")
+    if o.received is not None:
+        did.append(f"(the stand-in home server received {o.received} bytes)")
     lines = ["", "What happened",
              f"  said:     {len(o.said)} line(s), {o.speech_seconds:.0f} s of speech in {o.audio_seconds:.0f} s of "
              f"audio (simulated in {o.wall_seconds:.1f} s, {speed:.0f}x real time)",
@@ -954,3 +1011,55 @@ def _count(n: int, noun: str, plural: str = "") -> str:
 
 def _times(n: int) -> str:
     return {0: "never", 1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
+def needs_loopback(scenario: Scenario, settings: Any) -> bool:
+    """Whether the scenario consents to http forwarding with no http_url of its own to send to."""
+    wants_http = any(s.action == "consent" and s.value == ("grant", "http") for s in scenario.steps)
+    return wants_http and not settings.forward.http_url
+
+
+class LoopbackReceiver:
+    """A stand-in for a home server on 127.0.0.1 that accepts utterance WAVs and counts what arrived.
+
+    It lets "bytes forwarded" be measured where they land, not only where the daemon says it sent them.
+    """
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        receiver = self
+        self.received = 0
+        self.requests = 0
+        self._busy = 0
+        self._idle = threading.Condition()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                with receiver._idle:
+                    receiver._busy += 1
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(204)
+                self.end_headers()
+                with receiver._idle:
+                    receiver.received += len(body)
+                    receiver.requests += 1
+                    receiver._busy -= 1
+                    receiver._idle.notify_all()
+
+            def log_message(self, *_args: Any) -> None:
+                pass  # the timeline reports transfers; no access log on stderr
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/utterance"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="loopback-sink", daemon=True)
+        self._thread.start()
+
+    def wait_idle(self, timeout: float = 5.0) -> None:
+        """Wait until no upload is in progress (uploads on loopback take milliseconds)."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0, timeout)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
