@@ -10,7 +10,7 @@ plays; the first line of a failed one names the step, the line and what differed
 Why file input and not a fake clock: file input is not live, so the utterance worker and the event bus
 apply back-pressure and every run of the same scenario gives the same events at the same audio times.
 
-Scenario format (TOML)::
+Scenario format (TOML; the bundled ones are in voxkeep/scenarios/):
 
     title = "Wake and record"                 # shown in the timeline header
     description = "Alexa hears a question."   # optional, one paragraph
@@ -47,6 +47,10 @@ Scenario format (TOML)::
                                               # receiver the simulation runs, which counts what arrives
     [[step]]
     expect = { no_events = ["wake"] }         # a step with only `expect` checks at that moment
+
+The wake model needs about two seconds of audio before it can score, so scenarios begin with
+``silence = 2.5``. espeak-ng's "en+f3" voice triggers "alexa" and is understood by the command recogniser
+most reliably (checked per phrase); other voices make good household chatter.
 
 Expectations are judged at the end of their step (after its pause), over the events since the previous
 expectation: ``events`` must each be seen, ``no_events`` must not be; an event is named ``type`` or
@@ -556,6 +560,7 @@ class Outcome:
     said: list[str] = field(default_factory=list)
     received: int | None = None
     """Bytes the loopback receiver got (None when the scenario forwarded nowhere through it)."""
+    wake_words: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -650,7 +655,7 @@ class Simulation:
         return Outcome(self.scenario, list(self.collector.events), self.failures, self.leds, stats.audio_seconds,
                        wall, self.rendered.speech_seconds, _list_vault(self.settings), self.settings.state_path,
                        self.identity, self.wav, self.checks, said,
-                       None if self.receiver is None else self.receiver.received)
+                       None if self.receiver is None else self.receiver.received, tuple(self.settings.wake.words))
 
     # -- on the audio loop ----------------------------------------------------------------------
     def _on_frame(self, t: float) -> None:
@@ -806,6 +811,11 @@ class Simulation:
 
 
 WIDTH = 60
+LED_MEANING = {"off": "listening, keeping what follows a wake word", "blinking": "handling a wake word",
+               "on": "nothing is being kept: recording off, or the microphone closed",
+               "red": "microphone closed", "amber": "hearing, but keeping nothing",
+               "blinking white": "handling a wake word", "blinking amber": "handling a wake word, keeping nothing"}
+"""What each thing the virtual LED can show means, for the summary (see voxkeep.indicators)."""
 """Width of the "what happened" column of the timeline."""
 
 
@@ -826,7 +836,7 @@ def describe_event(e: dict[str, Any]) -> tuple[str, str] | None:
     if kind == "recorded":
         return "stored", f"kept {e['duration']:.1f} s of audio, encrypted to the owner"
     if kind == "deleted":
-        return "deleted", f"deleted {e['count']} recording(s) ({e['cause']})"
+        return "deleted", f"deleted {_count(int(e['count']), 'recording')} ({e['cause']})"
     if kind == "handled" and e["outcome"] == "not_recorded":
         return "dropped", f"kept nothing: {e['reason']}"
     if kind == "state":
@@ -991,6 +1001,7 @@ def summary(o: Outcome, *, workdir: Path) -> str:
     else:
         lines.append("  stored:   nothing in the vault")
     lines.append(f"  LED:      {' -> '.join(o.leds)}")
+    lines += [f"            {led:>8} = {LED_MEANING[led]}" for led in dict.fromkeys(o.leds) if led in LED_MEANING]
     verdict = "all met" if o.ok else f"{len(o.failures)} FAILED"
     lines.append(f"  checks:   {_count(o.checks, 'expectation')}, {verdict}")
     state = f"--state-dir {o.state_dir}"
@@ -999,7 +1010,8 @@ def summary(o: Outcome, *, workdir: Path) -> str:
               f"  voxkeep export {state} --out {workdir / 'export.zip'}"]
     if o.identity is not None:
         lines.append(f"  voxkeep verify-export {workdir / 'export.zip'} --identity {o.identity}")
-    lines.append(f"  voxkeep run --input {o.wav} --events -     (replay the same audio)")
+    words = "".join(f" -w {w}" for w in o.wake_words)
+    lines.append(f"  voxkeep run --input {o.wav}{words} --events -     (replay the same audio)")
     if o.identity is not None:
         lines.append(f"  The owner's secret key is {o.identity}; remove {workdir} when done.")
     return "\n".join(lines) + "\n"
