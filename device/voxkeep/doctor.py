@@ -1,23 +1,36 @@
-"""Hardware checks for ``voxkeep doctor``: microphone, GPIO pins and speaker, in a maker's words.
+"""Checks for ``voxkeep doctor``: microphone, models, pins, speaker, key, broker, disk, clock, service.
 
 Each check returns a ``Check`` (ok or not, and one sentence saying what was found and what to do).
-They take the real parts as arguments (an audio source, a pin factory, a PyAudio module) so the
-same code runs on the Pi and in tests. The CLI command itself (and the model, key, broker, disk,
-clock and service checks) belong to ``voxkeep/cli``.
+They take the real parts as arguments (an audio source, a pin factory, a PyAudio module, a command
+runner) so the same code runs on the Pi and in tests; ``voxkeep doctor`` (voxkeep/cli/doctor.py)
+runs them all.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import SAMPLE_RATE
 from .audio import AudioSource
-from .config import GpioSettings
+from .config import GpioSettings, MqttSettings, VaultSettings
 from .errors import VoxkeepError
+
+
+def _output(cmd: list[str]) -> str | None:
+    """A command's stdout, or None when the command does not exist here (a laptop, a container)."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
 
 SILENT_DBFS = -70.0
 """Below this the microphone is dead or muted in the mixer: even a quiet room is louder."""
@@ -118,3 +131,87 @@ def check_speaker(output_device: str, *, pa_module: Any = None) -> Check:
     finally:
         pa.terminate()
     return Check("speaker", True, f"confirmation tones play on '{info['name']}'")
+
+
+MIN_FREE_BYTES = 200 * 1024 * 1024
+"""Below this, recordings start failing within days on a busy household (each is ~100-300 kB)."""
+
+
+def check_models(models_dir: Path, words: list[str]) -> Check:
+    """Every model the config needs is installed and matches its pinned hash."""
+    from .models import FEATURE_MODELS, resolve_wake_word, verified_path
+
+    try:
+        for name in FEATURE_MODELS:
+            verified_path(models_dir, name)
+        for word in words:
+            resolve_wake_word(word, models_dir)
+    except VoxkeepError as exc:
+        return Check("models", False, str(exc))
+    return Check("models", True, f"verified in {models_dir} ({', '.join(words)})")
+
+
+def check_owner(state_dir: Path, settings: VaultSettings) -> Check:
+    """Recordings are only kept when an owner key is registered."""
+    from .vault import Vault
+
+    try:
+        with Vault(state_dir, settings) as vault:
+            why = vault.why_not_recording()
+            count = len(vault.recipients())
+    except (VoxkeepError, OSError) as exc:
+        return Check("owner key", False, f"cannot open the vault in {state_dir} ({exc})")
+    if why:
+        return Check("owner key", False, why)
+    return Check("owner key", True, f"{count} owner key(s) registered; the device holds no private key")
+
+
+def check_broker(settings: MqttSettings) -> Check:
+    """Connect once with the configured credentials and TLS."""
+    if not settings.host:
+        return Check("broker", True, "MQTT not configured (set [mqtt] host to report to Home Assistant)")
+    from .mqtt import BrokerSession
+
+    try:
+        with BrokerSession(settings, timeout=5.0):
+            pass
+    except VoxkeepError as exc:
+        return Check("broker", False, str(exc))
+    return Check("broker", True, f"connected to {settings.host}:{settings.port} as {settings.username or 'anonymous'}")
+
+
+def check_disk(state_dir: Path) -> Check:
+    """Enough free space for recordings and the index."""
+    probe = state_dir if state_dir.exists() else state_dir.parent
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    text = f"{free / 1e9:.1f} GB free for {state_dir}"
+    if free < MIN_FREE_BYTES:
+        return Check("disk", False, f"only {text}; free some space or lower vault.retention_days")
+    return Check("disk", True, text)
+
+
+def check_clock(run: Callable[[list[str]], str | None] = _output) -> Check:
+    """Recording times and retention depend on a synchronised clock (a Pi has no battery clock)."""
+    answer = run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"])
+    if answer is None:
+        return Check("clock", True, "could not ask timedatectl (no systemd here); make sure the time is right")
+    if answer.strip() == "yes":
+        return Check("clock", True, "synchronised")
+    return Check("clock", False, "not synchronised: recording times and retention will be wrong; check the "
+                                 "network and 'timedatectl timesync-status'")
+
+
+def check_service(run: Callable[[list[str]], str | None] = _output) -> Check:
+    """The systemd service, if installed, is running."""
+    state = run(["systemctl", "is-active", "voxkeep.service"])
+    if state is None:
+        return Check("service", True, "systemd not available here; run 'voxkeep run' by hand")
+    state = state.strip()
+    if state == "active":
+        return Check("service", True, "voxkeep.service is running")
+    enabled = (run(["systemctl", "is-enabled", "voxkeep.service"]) or "").strip()
+    if enabled in ("", "not-found"):
+        return Check("service", True, "not installed as a service (sudo hw/install.sh installs it)")
+    return Check("service", False, f"voxkeep.service is {state}; see 'journalctl -u voxkeep -n 50'")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import VoxkeepError
 
-COMMAND_MODULES = ("run", "owner", "vault", "consent", "models", "mqtt", "config", "simulate")
+COMMAND_MODULES = ("run", "owner", "vault", "consent", "models", "mqtt", "doctor", "config", "simulate")
 """Sub-modules of voxkeep.cli that add subcommands, in --help order."""
 
 
