@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import FakePyAudio
 from tests.helpers import one_error_line, run_cli
 from voxkeep.app import build_app
 from voxkeep.audio import MicSource
 from voxkeep.config import load_settings
 from voxkeep.control import socket_path
+from voxkeep.testing.fakes import FakePyAudio
 from voxkeep.testing.speech import silence
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fakes import FakePyAudio
 from voxkeep.app import build_app
 from voxkeep.audio import MicSource, list_input_devices
 from voxkeep.config import load_settings
 from voxkeep.errors import AudioInputError
 from voxkeep.events import Event, State, Wake
+from voxkeep.testing.fakes import FakePyAudio
 from voxkeep.testing.speech import silence, speak
 
 

@@ -17,10 +17,10 @@ from broker import (  # noqa: F401 (fixtures are used by name)
     listener_fixture,
     pki_fixture,
 )
-from tests.fakes import FakePyAudio
 from voxkeep.app import build_app
 from voxkeep.audio import MicSource
 from voxkeep.config import load_settings
+from voxkeep.testing.fakes import FakePyAudio
 from voxkeep.testing.speech import silence, speak
 from voxkeep.vault import Vault
 

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from tests.fakes import FakePyAudio
 from tests.helpers import events_of, of_type, run_cli, scene
 from voxkeep.app import build_app
 from voxkeep.audio import MicSource
 from voxkeep.config import load_settings
 from voxkeep.events import Event, State
+from voxkeep.testing.fakes import FakePyAudio
 from voxkeep.testing.speech import silence, speak
 
 LED, BUTTON = 17, 27

@@ -1,4 +1,4 @@
-"""A fake PyAudio module that behaves like a real USB microphone, for the microphone path's tests.
+"""A fake PyAudio module that behaves like a real USB microphone, for tests and benchmarks without one.
 
 It has the device table, the stream lifecycle and the callback thread of PortAudio, so the real
 ``MicSource`` code runs unchanged; tests look at ``stream.closed`` to see what a user's hardware
