@@ -631,6 +631,9 @@ class Simulation:
             self.receiver = LoopbackReceiver()
             self.settings = dataclasses.replace(self.settings, forward=dataclasses.replace(
                 self.settings.forward, http_url=self.receiver.url))
+        for cue in self._pending:  # a missing pin is a scenario error, before anything runs
+            if cue.step.action in ("press", "switch"):
+                self._pin("button_pin" if cue.step.action == "press" else "mute_switch_pin", cue.step)
         switch = self.settings.gpio.mute_switch_pin
         if switch is not None:  # the switch starts released: its contact holds the line low against the pull-up
             self.factory.pin(switch).grounded = True
@@ -651,6 +654,8 @@ class Simulation:
                 self.receiver.close()
         wall = time.monotonic() - started
         self._flush(final=True)
+        self.failures += [Failure(c.step, c.end, f"never judged: the input ended at {stats.audio_seconds:.2f} s")
+                          for c in self._pending if c.step.expect is not None]
         said = [str(c.step.value) for c in self.rendered.cues if c.step.action == "say"]
         return Outcome(self.scenario, list(self.collector.events), self.failures, self.leds, stats.audio_seconds,
                        wall, self.rendered.speech_seconds, _list_vault(self.settings), self.settings.state_path,
@@ -894,16 +899,27 @@ class _MqttCommander:
         self.topics = Topics(f"voxkeep/{resolve_device_id(settings.mqtt)}", settings.mqtt.discovery_prefix.rstrip("/"))
         self._answer: list[str] = []
         self._answered = threading.Event()
+        self._online = threading.Event()
         privacy.subscribe(lambda event: self._reply(f"now {event.mode.replace('_', ' ')}"))
         self._client = make_client(settings.mqtt, f"voxkeep-simulate-{os.getpid()}")
-        self._client.on_message = lambda _c, _u, msg: self._reply(json.loads(msg.payload).get("message", "error"))
+        self._client.on_connect = lambda client, *_: client.subscribe([(self.topics.error, 1),
+                                                                       (self.topics.availability, 1)])
+        self._client.on_message = self._message
         try:
             self._client.connect(settings.mqtt.host, settings.mqtt.port)
         except OSError as exc:
             raise ConfigError(f"scenario MQTT steps cannot reach the broker {settings.mqtt.host}:"
                               f"{settings.mqtt.port} ({exc}); start it or fix [settings] mqtt.host/port") from None
-        self._client.subscribe(self.topics.error, qos=1)
         self._client.loop_start()
+
+    def _message(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        if msg.topic == self.topics.availability:  # the daemon's bridge says it is (still) connected
+            if msg.payload == b"online":
+                self._online.set()
+            else:
+                self._online.clear()
+            return
+        self._reply(str(json.loads(msg.payload).get("message", "error")))
 
     def _reply(self, text: str) -> None:
         self._answer.append(text)
@@ -911,6 +927,8 @@ class _MqttCommander:
 
     def send(self, command: dict[str, Any]) -> str:
         """Publish ``command`` on <base>/set; the daemon's answer (a new mode or its error), or a timeout note."""
+        if not self._online.wait(self.TIMEOUT):
+            return f"not sent: the speaker did not come online on the broker within {self.TIMEOUT:g} s"
         self._answered.clear()
         self._answer.clear()
         self._client.publish(self.topics.set, json.dumps(command), qos=1).wait_for_publish(self.TIMEOUT)
