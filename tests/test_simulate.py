@@ -192,3 +192,30 @@ expect = {{ mode = "listening", mic_open = true, led = "off" }}
     code, out, err = simulate(tmp_path / "work", str(path))
     assert code == 0, out + err
     assert "mqtt" in out and '{"mute": true}: now muted' in out
+
+
+def test_a_played_sound_file_and_an_rgb_led(tmp_path: Path, models_dir: Path, speech) -> None:
+    clip = tmp_path / "clips" / "kitchen.wav"
+    clip.parent.mkdir()
+    clip.write_bytes(speech("alexa, what is on the radio", voice="en+f3").read_bytes())
+    path = write(tmp_path, """
+[settings]
+gpio = { rgb_pins = [5, 6, 13], mute_switch_pin = 22 }
+
+[[step]]
+silence = 2.5
+expect = { led = "off, RGB off" }
+
+[[step]]
+play = "clips/kitchen.wav"
+pause = 2.0
+expect = { events = ["wake:alexa", "recorded"], led = "off, RGB off", recordings = 1 }
+
+[[step]]
+switch = "engaged"
+pause = 1.0
+expect = { mode = "muted", led = "on, RGB red" }
+""")
+    code, out, err = simulate(tmp_path / "work", str(path))
+    assert code == 0, out + err
+    assert "(sound file kitchen.wav)" in out

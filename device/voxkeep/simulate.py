@@ -17,11 +17,12 @@ Scenario format (TOML; the bundled ones are in voxkeep/scenarios/):
     seed = 1                                  # noise and babble are seeded: same file, same audio
     voice = { voice = "en-us", speed = 150, engine = "espeak-ng" }   # defaults for every `say`
     noise = { kind = "pink", snr_db = 20 }    # optional: white|pink|brown|babble, at snr_db below speech
-                                              # (or level_dbfs = -45 for a fixed level)
+                                              # (-30 dBFS with no speech), or level_dbfs = -45 instead
 
     [settings]                                # any voxkeep config keys, e.g.
     wake.words = ["alexa"]                    # default: alexa and hey_jarvis
-    gpio.mute_switch_pin = 22                 # default pins: led 17, button 27, no switch
+    gpio.mute_switch_pin = 22                 # default pins: led 17, button 27, no switch; with
+                                              # gpio.rgb_pins = [5, 6, 13] the LED reads "on, RGB red"
 
     [[step]]                                  # steps run in order; each starts where the last ended
     say = "alexa, what will the weather be tomorrow"   # spoken line (voice/speed/engine/gain_db optional)
@@ -91,7 +92,6 @@ SAY_PAUSE = 1.5
 """Default silence after a spoken line: long enough for the command window or recording to end."""
 TAIL_SECONDS = 1.0
 """Silence appended after the last step so every expectation is judged before the input ends."""
-FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
 
 ACTIONS = ("say", "play", "silence", "press", "switch", "owner", "mqtt", "consent")
 SINKS = ForwardSettings.SINKS
