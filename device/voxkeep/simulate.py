@@ -679,10 +679,10 @@ class Simulation:
 
     def _fire(self, cue: Cue) -> None:
         step = cue.step
-        if step.action == "say":
-            self._emit(Line(cue.start, "heard", f'"{step.value}"'))
-        elif step.action == "play":
-            self._emit(Line(cue.start, "heard", f"(sound file {step.value.name})"))
+        if step.action in ("say", "play"):
+            said = f'"{step.value}"' if step.action == "say" else f"(sound file {step.value.name})"
+            deaf = "" if self._app.privacy.mic_open else " - microphone closed, not heard"
+            self._emit(Line(cue.start, "said", said + deaf))
         elif step.action == "silence":
             self._emit(Line(cue.start, "quiet", f"{step.value:g} s of silence"))
         elif step.action == "press":
