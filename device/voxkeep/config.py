@@ -69,6 +69,14 @@ class WakeSettings:
     """After a wake, the same word is ignored this long, so one utterance gives one event."""
     verify: bool = True
     """Check each wake a second time before anything is kept (see README, false wakes)."""
+    verify_frames_after: int = 2
+    """Frames (80 ms each) the second look waits after a wake for the score to confirm it."""
+    verify_peak: float = 0.95
+    """Score the wake word must reach within those frames; below it the wake is rejected ("weak_peak")."""
+    verify_peaks: dict[str, float] = field(default_factory=dict)
+    """Per-word override of verify_peak, e.g. { hey_jarvis = 0.9 }."""
+    verify_rescore: float = 0.1
+    """Least score on a fresh re-run of the model over the buffered 2 s; below it: "rescore_disagrees"."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +312,12 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"config key 'wake.thresholds.{word}' must be between 0 and 1 (exclusive)")
     if not s.wake.words:
         raise ConfigError("config key 'wake.words' must name at least one wake word")
+    if s.wake.verify_frames_after < 0:
+        raise ConfigError("config key 'wake.verify_frames_after' must be 0 or more")
+    for key, value in [("verify_peak", s.wake.verify_peak), ("verify_rescore", s.wake.verify_rescore),
+                       *((f"verify_peaks.{w}", v) for w, v in s.wake.verify_peaks.items())]:
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"config key 'wake.{key}' must be between 0 and 1")
     if s.wake.refractory_seconds < 0:
         raise ConfigError("config key 'wake.refractory_seconds' must not be negative")
     if s.vault.retention_days < 0:
