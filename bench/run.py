@@ -323,8 +323,22 @@ def measure_wakes(bench: Bench) -> list[Row]:
     ]
 
 
-MEASUREMENTS: list[Callable[[Bench], list[Row]]] = [measure_cpu, measure_wakes, measure_memory_and_startup]
-"""Each returns printed rows; append new measurements (the stall test) here."""
+def measure_stalls(bench: Bench) -> list[Row]:
+    """Issue 9.5, from bench/stall.py: the daemon alone (a bare loop has no broker or disk to stall)."""
+    import stall
+
+    work = bench.work / "stall"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    r = stall.measure(work)
+    return [Row(f"frames dropped / late, broker and disk stalled {stall.STALL_SECONDS:.0f} s each", "-",
+                f"{r['dropped']:.0f} / {r['late']:.0f} of {r['frames']:.0f}",
+                f"worst lag {r['worst_lag'] * 1000:.0f} ms", "0 / 0 (issue 9.5)", r["dropped"] == r["late"] == 0)]
+
+
+MEASUREMENTS: list[Callable[[Bench], list[Row]]] = [measure_cpu, measure_wakes, measure_memory_and_startup,
+                                                    measure_stalls]
+"""Each returns printed rows."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,7 +110,8 @@ def _quietly(step: Callable[[], None]) -> None:
 def build_app(settings: Settings, *, source: AudioSource | None = None, events_out: str | None = None,
               extra_observers: list[Callable[[Event], None]] | None = None, on_frame: FrameHook | None = None,
               pa_module: Any = None, pin_factory: Any = None, stop: threading.Event | None = None,
-              wall_clock: Callable[[], float] | None = None, control: bool = True) -> App:
+              wall_clock: Callable[[], float] | None = None, control: bool = True,
+              vault: Vault | None = None) -> App:
     """Wire a daemon from ``settings``; every keyword is a seam for tests and simulations."""
     state_dir = private_dir(settings.state_path)
     source = source or make_source(settings.audio.input, settings.audio.device, pa_module=pa_module)
@@ -122,7 +123,7 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
         log.error("%s", privacy.load_problem)
     bus = EventBus(live=source.live)
     privacy.subscribe(bus.publish)
-    vault = Vault(state_dir, settings.vault, **({"clock": wall_clock} if wall_clock else {}))
+    vault = vault or Vault(state_dir, settings.vault, **({"clock": wall_clock} if wall_clock else {}))
     app = App(settings, privacy, bus, vault)
     app.closers.append(vault.close)
     if events_out:

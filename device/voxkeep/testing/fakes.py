@@ -8,6 +8,7 @@ would do (the LED and the mute promise depend on it).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -32,14 +33,17 @@ class FakeStream:
 
     def _pump(self) -> None:
         """Deliver the device's audio in chunks, at ``pa.speed`` times real time (0 = as fast as taken)."""
+        started, chunks = time.monotonic(), 0
         while not self._stop.is_set():
             data = self.pa.take(self.chunk, self.rate, self.channels)
             if data is None:
                 self._stop.wait(0.01)
                 continue
             self.callback(data, self.chunk, {}, 0)
-            if self.pa.speed:
-                self._stop.wait(self.chunk / self.rate / self.pa.speed)
+            chunks += 1
+            if self.pa.speed:  # paced against the start, like a sound card's clock: no drift
+                due = started + chunks * self.chunk / self.rate / self.pa.speed
+                self._stop.wait(max(0.0, due - time.monotonic()))
 
     def stop_stream(self) -> None:
         self.active = False
