@@ -10,6 +10,7 @@ resampled the same way.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import struct
 import sys
@@ -224,6 +225,26 @@ class StdinSource(AudioSource):
         return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
+def open_portaudio(pa_module: Any) -> Any:
+    """``pa_module.PyAudio()`` without the dozens of ALSA/JACK probe messages it writes to stderr.
+
+    PortAudio probes every ALSA plugin and JACK at start-up and the C libraries print each miss
+    straight to file descriptor 2; real failures still reach us as PortAudio errors, so the probe
+    chatter is hidden for the duration of the call only.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                return pa_module.PyAudio()
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def _load_pyaudio() -> Any:
     try:
         import pyaudio
@@ -235,7 +256,7 @@ def _load_pyaudio() -> Any:
 def list_input_devices(pa_module: Any = None) -> list[dict[str, Any]]:
     """Every PortAudio device with input channels: index, name, channels, native rate."""
     pa_module = pa_module or _load_pyaudio()
-    pa = pa_module.PyAudio()
+    pa = open_portaudio(pa_module)
     try:
         out = []
         for i in range(pa.get_device_count()):
@@ -304,7 +325,7 @@ class MicSource(AudioSource):
     def open(self) -> None:
         pa_module = self._pa_module or _load_pyaudio()
         self._pa_module = pa_module
-        self._pa = pa_module.PyAudio()
+        self._pa = open_portaudio(pa_module)
         try:
             info = self._pick_device(self._pa)
             self.device_name = str(info["name"])

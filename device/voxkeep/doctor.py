@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import SAMPLE_RATE
-from .audio import AudioSource
+from .audio import AudioSource, open_portaudio
 from .config import GpioSettings, MqttSettings, VaultSettings
 from .errors import VoxkeepError
 
@@ -123,7 +123,7 @@ def check_speaker(output_device: str, *, pa_module: Any = None) -> Check:
         return Check("speaker", True, "none configured: no confirmation tones (set audio.output_device)")
     if pa_module is None:
         import pyaudio as pa_module
-    pa = pa_module.PyAudio()
+    pa = open_portaudio(pa_module)
     try:
         info = find_output(pa, output_device)
     except LookupError as exc:

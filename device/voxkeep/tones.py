@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import SAMPLE_RATE
+from .audio import open_portaudio
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class TonePlayer:
         if pa_module is None:
             import pyaudio as pa_module
         # A fresh PortAudio session per tone: tones are rare, and a USB speaker plugged in later is found.
-        pa = pa_module.PyAudio()
+        pa = open_portaudio(pa_module)
         try:
             info = find_output(pa, self.output_device)
             stream, rate = None, SAMPLE_RATE
