@@ -73,8 +73,9 @@ class WakeVerifier:
 
     def __init__(self, settings: WakeSettings, models_dir: Path) -> None:
         self.enabled = settings.verify
-        self.frames_after = settings.verify_frames_after
-        resolved = dict(resolve_wake_word(spec, models_dir) for spec in settings.words)
+        self.frames_after = settings.verify_frames_after if self.enabled else 0
+        # Verification off loads nothing: the daemon then needs no models beyond the detector's.
+        resolved = dict(resolve_wake_word(spec, models_dir) for spec in settings.words) if self.enabled else {}
         self._peaks = {w: settings.verify_peaks.get(w, settings.verify_peak) for w in resolved}
         self._rescore_min = settings.verify_rescore
         self._models: dict[str, Any] = {}
