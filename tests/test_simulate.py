@@ -65,14 +65,15 @@ silence = 2.5
 
 [[step]]
 say = "alexa, what will the weather be like tomorrow"
-voice = "en+f3"
+voice = "en+f4"
+speed = 140
 pause = 2.0
 expect = { events = ["wake:alexa"], recordings = 5 }
 """)
     code, out, err = simulate(tmp_path / "work", str(path))
     assert code == 1
     line = one_error_line(err.encode())
-    assert "step 2 (line 10" in line and "expected recordings 5, got 1" in line
+    assert "step 2 (line 11" in line and "expected recordings 5, got 1" in line
     assert "expected event wake:alexa" not in line  # the wake was seen; only the count is wrong
     assert "FAILED: expected recordings 5, got 1" in out
 
@@ -197,7 +198,7 @@ expect = {{ mode = "listening", mic_open = true, led = "off" }}
 def test_a_played_sound_file_and_an_rgb_led(tmp_path: Path, models_dir: Path, speech) -> None:
     clip = tmp_path / "clips" / "kitchen.wav"
     clip.parent.mkdir()
-    clip.write_bytes(speech("alexa, what is on the radio", voice="en+f3").read_bytes())
+    clip.write_bytes(speech("alexa, what is on the radio", voice="en+f4", speed=140).read_bytes())
     path = write(tmp_path, """
 [settings]
 gpio = { rgb_pins = [5, 6, 13], mute_switch_pin = 22 }

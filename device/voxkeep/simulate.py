@@ -26,7 +26,8 @@ Scenario format (TOML; the bundled ones are in voxkeep/scenarios/):
 
     [[step]]                                  # steps run in order; each starts where the last ended
     say = "alexa, what will the weather be tomorrow"   # spoken line (voice/speed/engine/gain_db optional)
-    pause = 1.5                               # silence after the step (say/play default 1.5 s, others 0)
+    pause = 1.5                               # silence after the step (say/play default 1.5 s, others 0),
+                                              # rounded up so the next step starts on a frame
     expect = { events = ["wake:alexa", "recorded"], mode = "listening", led = "off", recordings = 1 }
 
     [[step]]
@@ -50,8 +51,10 @@ Scenario format (TOML; the bundled ones are in voxkeep/scenarios/):
     expect = { no_events = ["wake"] }         # a step with only `expect` checks at that moment
 
 The wake model needs about two seconds of audio before it can score, so scenarios begin with
-``silence = 2.5``. espeak-ng's "en+f3" voice triggers "alexa" and is understood by the command recogniser
-most reliably (checked per phrase); other voices make good household chatter.
+``silence = 2.5``. Every step starts on an 80 ms frame boundary (pauses are rounded up), because a
+synthetic phrase's wake score depends on where in a frame it begins. espeak-ng's "en+f4" voice at speed 140
+reaches the wake verifier's peak at every offset and is understood by the command recogniser; "en-gb" wakes
+as reliably but its commands are not understood yet; other voices make good household chatter.
 
 Expectations are judged at the end of their step (after its pause), over the events since the previous
 expectation: ``events`` must each be seen, ``no_events`` must not be; an event is named ``type`` or
@@ -440,7 +443,7 @@ def render(scenario: Scenario, cache: Path) -> Rendered:
             voiced.append(clip)
         elif step.action == "silence":
             clip = np.zeros(round(step.value * SAMPLE_RATE), np.float32)
-        gap = np.zeros(round(step.pause * SAMPLE_RATE), np.float32)
+        gap = np.zeros(_to_frame(len(clip) + round(step.pause * SAMPLE_RATE)) - len(clip), np.float32)
         pieces += [clip, gap]
         cursor += len(clip) + len(gap)
         cues.append(Cue(step, start / SAMPLE_RATE, cursor / SAMPLE_RATE))
@@ -460,6 +463,15 @@ def render(scenario: Scenario, cache: Path) -> Rendered:
         mix *= 0.99 / peak
     audio = np.round(mix * 32767).astype(np.int16)
     return Rendered(audio, cues, sum(len(v) for v in voiced) / SAMPLE_RATE)
+
+
+def _to_frame(samples: int) -> int:
+    """``samples`` rounded up to whole 80 ms frames.
+
+    Every step then starts on a frame boundary: the timeline's times are the daemon's own frame times,
+    and a line's wake score does not depend on where within a frame it happened to begin.
+    """
+    return -(-samples // FRAME_SAMPLES) * FRAME_SAMPLES
 
 
 def _read_mono(path: Path) -> np.ndarray:
