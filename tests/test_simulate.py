@@ -220,3 +220,9 @@ expect = { mode = "muted", led = "on, RGB red" }
     code, out, err = simulate(tmp_path / "work", str(path))
     assert code == 0, out + err
     assert "(sound file kitchen.wav)" in out
+
+
+def test_an_unwritable_save_audio_path_is_one_clear_line(tmp_path: Path) -> None:
+    code, out, err = simulate(tmp_path / "work", "wake_and_record", "--save-audio", str(tmp_path / "no" / "x.wav"))
+    assert code == 1 and out == ""
+    assert "choose a writable --save-audio path" in one_error_line(err.encode())

@@ -191,15 +191,17 @@ class _Locator:
         return self._step_lines[index] if index < len(self._step_lines) else 1
 
     def key(self, key: str, step: int | None = None) -> int:
-        """The first line assigning ``key`` (or mentioning it) inside step ``step`` (or anywhere)."""
+        """The first line assigning ``key`` inside step ``step`` (or anywhere); else the step's first line."""
+        start = self.step(step) if step is not None else 1
+        return self.find(key, step) or start
+
+    def find(self, key: str, step: int | None = None) -> int | None:
+        """The first line assigning ``key`` inside step ``step`` (or anywhere), None if there is none."""
         start = self.step(step) if step is not None else 1
         end = (self._step_lines[step + 1] - 1 if step is not None and step + 1 < len(self._step_lines)
                else len(self._lines))
         pattern = re.compile(rf"(^|[\s{{,.]){re.escape(key)}\s*=")
-        for n in range(start, end + 1):
-            if pattern.search(self._lines[n - 1]):
-                return n
-        return start
+        return next((n for n in range(start, end + 1) if pattern.search(self._lines[n - 1])), None)
 
 
 class _Checker:
@@ -967,11 +969,11 @@ def scenario_settings(scenario: Scenario) -> dict[str, Any]:
 
 
 def settings_error(scenario: Scenario, exc: ConfigError) -> ConfigError:
-    """A config error from the scenario's [settings], pointed at its line in the scenario file."""
+    """A config error pointed at its line in the scenario's [settings]; unchanged if it came from elsewhere."""
     text = scenario.path.read_text(encoding="utf-8")
     match = re.search(r"config key '([^']+)'", str(exc))
-    line = _Locator(text).key(match.group(1).split(".")[-1].split("[")[0]) if match else 1
-    return ConfigError(f"{scenario.path} line {line} ([settings]): {exc}")
+    line = _Locator(text).find(match.group(1).split(".")[-1].split("[")[0]) if match else None
+    return ConfigError(f"{scenario.path} line {line} ([settings]): {exc}") if line else exc
 
 
 def throwaway_owner(settings: Any, workdir: Path) -> Path | None:

@@ -77,7 +77,10 @@ def _simulate(args: argparse.Namespace) -> int:
     rendered = simulate.render(scenario, _speech_cache())
     from ..testing.speech import write_wav
 
-    write_wav(wav, rendered.audio)
+    try:
+        write_wav(wav, rendered.audio)
+    except (OSError, RuntimeError) as exc:  # soundfile reports an unwritable path as a RuntimeError subclass
+        raise ConfigError(f"cannot write the audio to {wav} ({exc}); choose a writable --save-audio path") from None
     identity = simulate.throwaway_owner(settings, workdir)
     stdout = sys.stderr if args.events == "-" else sys.stdout  # keep stdout a clean event stream
     outcome = simulate.Simulation(scenario, settings, wav=wav, rendered=rendered, identity=identity, out=stdout,
