@@ -742,6 +742,15 @@ class Simulation:
             forwarder.drain(self.settings.forward.retry_seconds)
         elif self.receiver is not None:
             self.receiver.wait_idle()
+            # Each upload the receiver answered is followed by the daemon's "forwarded" event once the
+            # vault has noted it; wait for those events too, so they are judged at this step.
+            deadline = time.monotonic() + LoopbackReceiver.SETTLE_SECONDS
+            while True:
+                self._app.bus.drain()
+                told = sum(1 for e in self.collector.since(0) if e["type"] == "forwarded" and e["sink"] == "http")
+                if told >= self.receiver.requests or time.monotonic() > deadline:
+                    break
+                threading.Event().wait(0.01)
         self._app.bus.drain()
 
     def _pin(self, key: str, step: Step) -> int:
@@ -1068,6 +1077,9 @@ class LoopbackReceiver:
 
     It lets "bytes forwarded" be measured where they land, not only where the daemon says it sent them.
     """
+
+    SETTLE_SECONDS = 5.0
+    """Longest wait for the daemon to report an upload the receiver already answered."""
 
     def __init__(self) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
