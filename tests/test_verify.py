@@ -25,7 +25,8 @@ WORDS = ["hey_jarvis", "hey_marvin"]
 
 @pytest.fixture(scope="module")
 def verifier(models_dir: Path) -> WakeVerifier:
-    return WakeVerifier(WakeSettings(words=WORDS), models_dir)
+    """The strict operating point, where the score must confirm the wake."""
+    return WakeVerifier(WakeSettings(words=WORDS, verify_peak=0.95), models_dir)
 
 
 def wakes(wav: Path, models_dir: Path, verifier: WakeVerifier) -> list[tuple[str, float, Verdict]]:
@@ -82,9 +83,16 @@ def test_score_that_falls_back_is_rejected(speech, verifier: WakeVerifier) -> No
 
 
 def test_per_word_peak_overrides_the_default(speech, models_dir: Path) -> None:
-    lenient = WakeVerifier(WakeSettings(words=WORDS, verify_peaks={"hey_jarvis": 0.5}), models_dir)
+    lenient = WakeVerifier(WakeSettings(words=WORDS, verify_peak=0.95, verify_peaks={"hey_jarvis": 0.5}),
+                           models_dir)
     audio, _ = soundfile.read(str(speech("hey jarvis")), dtype="int16")
     assert lenient.check("hey_jarvis", 0.55, audio[:-8000], [0.3, 0.55, 0.4]).reason != "weak_peak"
+
+
+def test_default_keeps_a_falling_score_for_the_rescore_to_judge(speech, models_dir: Path) -> None:
+    default = WakeVerifier(WakeSettings(words=WORDS), models_dir)
+    audio, _ = soundfile.read(str(speech("hey jarvis")), dtype="int16")
+    assert default.check("hey_jarvis", 0.55, audio[:-8000], [0.3, 0.55, 0.4]) == Verdict(True, "confirmed")
 
 
 def test_verification_off_accepts_without_loading_models(tmp_path: Path) -> None:

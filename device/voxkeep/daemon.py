@@ -95,6 +95,8 @@ class Daemon:
             w: deque(maxlen=round(HISTORY_SECONDS / FRAME_SECONDS)) for w in detector.words}
         self._endpointer = Endpointer()
         self._capture: UtteranceCapture | None = None
+        # Hits wait here until the verifier's look-ahead (its frames_after) has been heard.
+        self._due: list[tuple[int, WakeHit]] = []
 
     def clock(self) -> float:
         """The audio clock, for events raised off the loop (button, CLI, MQTT)."""
@@ -189,7 +191,11 @@ class Daemon:
             return
         self._endpointer.observe(level)
         # Several models may fire on one phrase ("hey jarvis" also scores as hey_marvin): best first.
-        for hit in sorted(hits, key=lambda h: -h.score):
+        delay = getattr(self.verifier, "frames_after", 0)
+        self._due = [(f, h) for f, h in self._due if f >= self.stats.frames]
+        self._due += [(self.stats.frames + delay, h) for h in hits]
+        ready = [h for f, h in self._due if f == self.stats.frames]
+        for hit in sorted(ready, key=lambda h: -h.score):
             if self._accept(hit):
                 break
 
