@@ -176,11 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="recall and false wakes per hour, bare vs verified")
     parser.add_argument("--split", choices=(*corpus.SPLITS, "both"), default="both")
     parser.add_argument("--log", type=Path, help="write every hit and its verdict as JSON Lines here")
+    parser.add_argument("--verify-peak", type=float, default=WakeSettings.verify_peak,
+                        help="wake.verify_peak to evaluate (default: the config default; 0.95 is the strict point)")
     args = parser.parse_args(argv)
     if not (corpus.cache_dir() / "streams" / "report" / "synth-negatives.npy").exists():
         corpus.main([])
     models_dir = default_models_dir()
-    verifier = WakeVerifier(WakeSettings(words=list(WORDS), verify=True), models_dir)
+    verifier = WakeVerifier(WakeSettings(words=list(WORDS), verify=True, verify_peak=args.verify_peak), models_dir)
+    print(f"verified = voxkeep's second look with wake.verify_peak = {args.verify_peak}")
     cpu_ms: list[float] = []
     log: list[dict] = []
     splits = corpus.SPLITS if args.split == "both" else (args.split,)
