@@ -207,9 +207,8 @@ class _Locator:
 class _Checker:
     """Builds ConfigErrors that name the scenario file, its line and the fix."""
 
-    def __init__(self, path: Path, locator: _Locator) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.at = locator
 
     def fail(self, line: int, problem: str) -> ConfigError:
         return ConfigError(f"{self.path} line {line}: {problem}")
@@ -258,7 +257,7 @@ def load_scenario(path: str | Path) -> Scenario:
 def parse_scenario(data: dict[str, Any], path: Path, text: str) -> Scenario:
     """Check the parsed TOML of a scenario against the format in the module docstring."""
     at = _Locator(text)
-    check = _Checker(path, at)
+    check = _Checker(path)
     for key in data:
         if key not in TOP_KEYS:
             raise check.fail(at.key(key), f"unknown key '{key}'; allowed at the top: {', '.join(TOP_KEYS)}")
