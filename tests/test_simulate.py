@@ -110,12 +110,15 @@ def test_bad_settings_in_a_scenario_point_at_their_line(tmp_path: Path) -> None:
     assert "line 3" in message and "wake.treshold" in message, message
 
 
-def test_a_switch_step_without_a_switch_pin_says_which_key_to_set(tmp_path: Path, models_dir: Path) -> None:
-    path = write(tmp_path, '[[step]]\nsilence = 1\n\n[[step]]\nswitch = "engaged"\n')
+@pytest.mark.parametrize(("step", "key"), [('switch = "engaged"', "gpio.mute_switch_pin"),
+                                           ("mqtt = { mute = true }", "mqtt.host")])
+def test_a_step_without_its_wiring_says_which_key_to_set(tmp_path: Path, models_dir: Path, step: str,
+                                                         key: str) -> None:
+    path = write(tmp_path, f'[[step]]\nsilence = 1\n\n[[step]]\n{step}\n')
     code, _, err = simulate(tmp_path / "work", str(path))
     assert code == 1
     message = one_error_line(err.encode())
-    assert "line 4" in message and "gpio.mute_switch_pin" in message, message
+    assert "line 4" in message and key in message, message
 
 
 def test_saved_audio_replays_with_the_same_wake_events(tmp_path: Path, models_dir: Path) -> None:

@@ -644,9 +644,14 @@ class Simulation:
             self.receiver = LoopbackReceiver()
             self.settings = dataclasses.replace(self.settings, forward=dataclasses.replace(
                 self.settings.forward, http_url=self.receiver.url))
-        for cue in self._pending:  # a missing pin is a scenario error, before anything runs
-            if cue.step.action in ("press", "switch"):
-                self._pin("button_pin" if cue.step.action == "press" else "mute_switch_pin", cue.step)
+        for cue in self._pending:  # missing wiring is a scenario error, found before anything runs
+            step = cue.step
+            if step.action in ("press", "switch"):
+                self._pin("button_pin" if step.action == "press" else "mute_switch_pin", step)
+            if step.action == "mqtt" and not self.settings.mqtt.host:
+                raise ConfigError(f"{self.scenario.path} line {step.line}: step {step.index + 1} sends an MQTT "
+                                  "command, but no broker is set; add mqtt.host (and port, username, "
+                                  "password_file) under [settings]")
         switch = self.settings.gpio.mute_switch_pin
         if switch is not None:  # the switch starts released: its contact holds the line low against the pull-up
             self.factory.pin(switch).grounded = True
