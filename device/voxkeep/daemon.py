@@ -38,6 +38,9 @@ HISTORY_SECONDS = 2.0
 class Verifier(Protocol):
     """The second look at a wake (voxkeep.verify)."""
 
+    frames_after: int
+    """Frames to wait after a hit before looking, so the look sees how the score went on."""
+
     def check(self, word: str, score: float, audio: np.ndarray, scores: Any) -> Any: ...
 
 
@@ -97,6 +100,7 @@ class Daemon:
         self._capture: UtteranceCapture | None = None
         # Hits wait here until the verifier's look-ahead (its frames_after) has been heard.
         self._due: list[tuple[int, WakeHit]] = []
+        self._look_ahead = verifier.frames_after if verifier is not None else 0
 
     def clock(self) -> float:
         """The audio clock, for events raised off the loop (button, CLI, MQTT)."""
@@ -191,9 +195,8 @@ class Daemon:
             return
         self._endpointer.observe(level)
         # Several models may fire on one phrase ("hey jarvis" also scores as hey_marvin): best first.
-        delay = getattr(self.verifier, "frames_after", 0)
         self._due = [(f, h) for f, h in self._due if f >= self.stats.frames]
-        self._due += [(self.stats.frames + delay, h) for h in hits]
+        self._due += [(self.stats.frames + self._look_ahead, h) for h in hits]
         ready = [h for f, h in self._due if f == self.stats.frames]
         for hit in sorted(ready, key=lambda h: -h.score):
             if self._accept(hit):
