@@ -47,6 +47,7 @@ class App:
     bus: EventBus
     vault: Vault
     daemon: Daemon = field(init=False)
+    forwarder: Forwarder = field(init=False)
     light: StatusLight | None = None
     starters: list[Callable[[], None]] = field(default_factory=list)
     stoppers: list[Callable[[], None]] = field(default_factory=list)
@@ -151,7 +152,7 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
     tones = TonePlayer(settings.audio.output_device, pa_module=pa_module)
     app.closers.append(tones.close)
 
-    forwarder = Forwarder(settings, vault, bus.publish, on_transfer=light_feed.set_forwarding)
+    forwarder = app.forwarder = Forwarder(settings, vault, bus.publish, on_transfer=light_feed.set_forwarding)
     recognizer = CommandRecognizer(settings.commands, detector.words)
     worker = UtteranceWorker(
         settings, privacy, bus.publish, recognizer=recognizer, vault=vault,

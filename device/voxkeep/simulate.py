@@ -736,25 +736,8 @@ class Simulation:
         return "granted"
 
     def _settle_forwarding(self) -> None:
-        """Let transfers in flight finish before judging: the forwarder sends on its own threads.
-
-        Uses ``App.forwarder.drain`` when the app exposes its forwarder; otherwise waits for the loopback
-        receiver to be idle, which covers the bundled scenarios.
-        """
-        forwarder = getattr(self._app, "forwarder", None)
-        if forwarder is not None:
-            forwarder.drain(self.settings.forward.retry_seconds)
-        elif self.receiver is not None:
-            self.receiver.wait_idle()
-            # Each upload the receiver answered is followed by the daemon's "forwarded" event once the
-            # vault has noted it; wait for those events too, so they are judged at this step.
-            deadline = time.monotonic() + LoopbackReceiver.SETTLE_SECONDS
-            while True:
-                self._app.bus.drain()
-                told = sum(1 for e in self.collector.since(0) if e["type"] == "forwarded" and e["sink"] == "http")
-                if told >= self.receiver.requests or time.monotonic() > deadline:
-                    break
-                threading.Event().wait(0.01)
+        """Let transfers in flight finish before judging: the forwarder sends on its own threads."""
+        self._app.forwarder.drain(self.settings.forward.retry_seconds)
         self._app.bus.drain()
 
     def _pin(self, key: str, step: Step) -> int:
@@ -1082,30 +1065,22 @@ class LoopbackReceiver:
     It lets "bytes forwarded" be measured where they land, not only where the daemon says it sent them.
     """
 
-    SETTLE_SECONDS = 5.0
-    """Longest wait for the daemon to report an upload the receiver already answered."""
-
     def __init__(self) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         receiver = self
         self.received = 0
         self.requests = 0
-        self._busy = 0
-        self._idle = threading.Condition()
+        self._lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                with receiver._idle:
-                    receiver._busy += 1
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self.send_response(204)
-                self.end_headers()
-                with receiver._idle:
+                with receiver._lock:  # counted before answering, so a drained forwarder means counted
                     receiver.received += len(body)
                     receiver.requests += 1
-                    receiver._busy -= 1
-                    receiver._idle.notify_all()
+                self.send_response(204)
+                self.end_headers()
 
             def log_message(self, *_args: Any) -> None:
                 pass  # the timeline reports transfers; no access log on stderr
@@ -1114,11 +1089,6 @@ class LoopbackReceiver:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/utterance"
         self._thread = threading.Thread(target=self._server.serve_forever, name="loopback-sink", daemon=True)
         self._thread.start()
-
-    def wait_idle(self, timeout: float = 5.0) -> None:
-        """Wait until no upload is in progress (uploads on loopback take milliseconds)."""
-        with self._idle:
-            self._idle.wait_for(lambda: self._busy == 0, timeout)
 
     def close(self) -> None:
         self._server.shutdown()
