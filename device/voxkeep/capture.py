@@ -26,24 +26,31 @@ def frame_dbfs(frame: np.ndarray) -> float:
 
 
 class Endpointer:
-    """Says whether a frame is speech, relative to a slowly adapting noise floor.
+    """Says what counts as speech in this room: a margin above the recent noise floor.
 
-    The floor follows quiet frames quickly and loud ones slowly, so a steady fan or fridge becomes
-    "silence" while a voice stays above it.
+    The floor is a low percentile of the last few seconds of frame levels heard outside utterances,
+    so a steady fan or fridge becomes "silence" at once (no slow adaptation), while the gaps between
+    words keep the floor down during conversation. It is taken once when a capture starts.
     """
 
-    def __init__(self, margin_db: float = 10.0, min_speech_dbfs: float = -55.0) -> None:
+    FLOOR_PERCENTILE = 10.0
+
+    def __init__(self, margin_db: float = 10.0, min_speech_dbfs: float = -55.0, history_seconds: float = 5.0) -> None:
         self.margin_db = margin_db
         self.min_speech_dbfs = min_speech_dbfs
-        self.floor = -70.0
+        self._levels: deque[float] = deque(maxlen=max(1, round(history_seconds / FRAME_SECONDS)))
 
     def observe(self, level: float) -> None:
-        """Update the noise floor with a frame heard outside any utterance."""
-        rate = 0.2 if level < self.floor else 0.01
-        self.floor += rate * (level - self.floor)
+        """Remember the level of a frame heard outside any utterance."""
+        self._levels.append(level)
 
-    def is_speech(self, level: float) -> bool:
-        return level > max(self.floor + self.margin_db, self.min_speech_dbfs)
+    @property
+    def floor(self) -> float:
+        return float(np.percentile(self._levels, self.FLOOR_PERCENTILE)) if self._levels else -100.0
+
+    def threshold(self) -> float:
+        """The level above which a frame is speech, now."""
+        return max(self.floor + self.margin_db, self.min_speech_dbfs)
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class UtteranceCapture:
         self._command_start = len(self._frames) * FRAME_SAMPLES
         self._t_wake = t_wake
         self._meta = (wake_word, score, store_allowed, wall_time)
-        self._endpointer = endpointer
+        self._speech_above = endpointer.threshold()
         self._max_frames = max(1, round(max_seconds / FRAME_SECONDS))
         self._silence_frames = max(1, round(silence_seconds / FRAME_SECONDS))
         self._grace_frames = max(1, round(start_grace_seconds / FRAME_SECONDS))
@@ -88,7 +95,7 @@ class UtteranceCapture:
         """Add a frame (at audio time ``t``); return the finished utterance, or None to keep going."""
         self._frames.append(frame)
         self._after += 1
-        if self._endpointer.is_speech(frame_dbfs(frame)):
+        if frame_dbfs(frame) > self._speech_above:
             self._heard_speech = True
             self._quiet_run = 0
         else:
