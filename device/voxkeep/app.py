@@ -91,6 +91,7 @@ class App:
             self.bus.publish(self.privacy.current_event("startup"))
             return self.daemon.run()
         finally:
+            self.daemon.stop.set()  # also ends the timers (retention, MQTT refresh) that wait on it
             for stop in reversed(self.stoppers):
                 _quietly(stop)
             self.bus.close()
