@@ -45,3 +45,18 @@ def one_error_line(stderr: bytes) -> str:
     lines = [ln for ln in text.splitlines() if ln.startswith("voxkeep: error:")]
     assert len(lines) == 1, text
     return lines[0]
+
+
+def wait_until(condition, timeout: float = 10.0) -> bool:
+    """Poll ``condition`` for things only visible from outside (pins, logs, a broker); True once it holds.
+
+    A bounded wait for other threads, not a speed limit: a fast machine returns at once.
+    """
+    import threading
+
+    pause = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return True
+        pause.wait(0.01)
+    return condition()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
+from tests.helpers import wait_until
 from voxkeep.config import GpioSettings
 from voxkeep.errors import ConfigError
 from voxkeep.indicators import LightView, MuteButton, MuteSwitch, StatusLight, choose_pin_factory
@@ -19,16 +20,6 @@ LED, RED, GREEN, BLUE, BUTTON, SWITCH = 17, 5, 6, 13, 27, 22
 @pytest.fixture
 def factory() -> MockFactory:
     return MockFactory(pin_class=MockPWMPin)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    """Poll ``condition`` until true; a bounded wait for gpiozero's background threads, not a speed limit."""
-    stop = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return True
-        stop.wait(0.01)
-    return condition()
 
 
 def distinct_states(factory: MockFactory, pin: int) -> set[float]:
@@ -58,7 +49,7 @@ def test_single_led_blinks_while_a_wake_word_is_handled_then_settles(factory):
     light.show(LightView("listening", mic_open=True, handling_wake=True))
     assert light.describe() == "blinking"
     # The pin really toggles on gpiozero's thread: on, off, on again.
-    assert wait_for(lambda: [s.state for s in factory.pin(LED).states][1:4] == [True, False, True])
+    assert wait_until(lambda: [s.state for s in factory.pin(LED).states][1:4] == [True, False, True])
     light.show(LightView("listening", mic_open=True))
     assert light.describe() == "off"
     assert not factory.pin(LED).state
@@ -106,7 +97,7 @@ def test_rgb_pulses_blue_while_audio_leaves_the_device(factory):
     light.show(LightView("listening", mic_open=True, forwarding=True))
     assert light.describe() == "pulsing blue"
     # A pulse fades: the blue pin passes through intermediate levels, red and green stay dark.
-    assert wait_for(lambda: len(distinct_states(factory, BLUE) - {0.0, 1.0}) >= 3)
+    assert wait_until(lambda: len(distinct_states(factory, BLUE) - {0.0, 1.0}) >= 3)
     assert distinct_states(factory, RED) <= {0.0}
     light.show(LightView("not_recording", mic_open=True))
     assert light.describe() == "amber"
@@ -117,7 +108,7 @@ def test_rgb_blinks_white_while_handling(factory):
     light = StatusLight(GpioSettings(rgb_pins=[RED, GREEN, BLUE]), pin_factory=factory)
     light.show(LightView("listening", mic_open=True, handling_wake=True))
     assert light.describe() == "blinking white"
-    assert wait_for(lambda: {0.0, 1.0} <= distinct_states(factory, GREEN))
+    assert wait_until(lambda: {0.0, 1.0} <= distinct_states(factory, GREEN))
     light.close()
 
 

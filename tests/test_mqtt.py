@@ -28,6 +28,7 @@ from broker import (  # noqa: F401 (the fixtures are used by name)
     password_file_fixture,
     pki_fixture,
 )
+from tests.helpers import wait_until
 from voxkeep.cli import main
 from voxkeep.config import MqttSettings
 from voxkeep.errors import ConfigError
@@ -62,16 +63,6 @@ class FakeDaemon:
 
     def next_call(self, timeout: float = 10.0) -> str:
         return self.calls.get(timeout=timeout)[1].decode()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``condition`` (for things only visible in logs or the broker); a failure timeout, not a speed limit."""
-    pause = threading.Event()
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            return True
-        pause.wait(0.02)
-    return condition()
 
 
 def bridge_settings(b: Broker, pw: Path, **over: Any) -> MqttSettings:
