@@ -1,6 +1,6 @@
 """Privacy-command recognition: recall per command and false accepts on confusable speech.
 
-    python bench/commands_eval.py [--sweep] [--cache DIR]
+    python bench/commands_eval.py [--sweep] [--cache DIR] [--min-score X --delete-min-score Y]
 
 Two sets, never mixed: the *tuning* set (espeak-ng voices, clean, the sentences ``commands.min_score``
 was chosen on) and the *held-out* set (flite voices the threshold never saw, clean and with room noise
@@ -24,7 +24,7 @@ import numpy as np
 import soundfile
 
 from voxkeep import SAMPLE_RATE
-from voxkeep.commands import PHRASES, CommandRecognizer, Recognition
+from voxkeep.commands import DELETING, PHRASES, CommandRecognizer, Recognition, min_score_for
 from voxkeep.config import CommandSettings
 from voxkeep.testing.speech import silence, synthesize
 
@@ -34,6 +34,8 @@ CONFUSABLE_TUNE = (
     "I just said hello", "delete my alarm", "do not disturb", "I don't like it anymore",
     "please stop", "what did I just say", "delete everything on my calendar", "the quick brown fox",
     "tell me a joke", "what time is it", "turn the lights off please",
+    "delete what I just sent", "delete everything I saved today", "don't worry anymore", "I can't hear you anymore",
+    "start recording the game", "start sharing my recordings", "stop snoring",
 )
 """Sentences the threshold was tuned against: near misses of each command, and ordinary requests."""
 
@@ -44,6 +46,7 @@ CONFUSABLE_HELD = (
     "what's the weather today", "set a timer for ten minutes", "add milk to the shopping list",
     "play some jazz please", "how tall is mount everest", "delete what you just wrote",
     "we should start recording the band", "good morning", "read me the news",
+    "keep sharing my recordings", "stop showing the recordings", "I love sharing recipes",
 )
 """Confusables kept out of tuning entirely, so the held-out false-accept rate is honest."""
 
@@ -115,27 +118,34 @@ def cases(voices: tuple[tuple[str, str, int], ...], confusables: tuple[str, ...]
                 yield Case(name, text, expect, snr, mix(clean, snr, seed=i))
 
 
-def report(title: str, results: list[tuple[Case, Recognition | None]], threshold: float) -> None:
-    """Per-command recall and false accepts at ``threshold``."""
+def report(title: str, results: list[tuple[Case, Recognition | None]], settings: CommandSettings) -> None:
+    """Per-command recall and false accepts at the configured thresholds, naming each false accept."""
     hits: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    fa = total_neg = wrong = 0
+    false_accepts: list[tuple[Case, Recognition]] = []
+    total_neg = wrong = 0
     for case, got in results:
-        accepted = got is not None and got.score >= threshold
+        accepted = got is not None and got.score >= min_score_for(settings, got.command)
         if case.expect is None:
             total_neg += 1
-            fa += accepted
+            if accepted and got is not None:
+                false_accepts.append((case, got))
         else:
             hits[case.expect][1] += 1
             hits[case.expect][0] += accepted and got is not None and got.command == case.expect
             wrong += accepted and got is not None and got.command != case.expect
-    print(f"\n== {title} (min_score {threshold:+.2f})")
+    print(f"\n== {title} (min_score {settings.min_score:+.2f}, delete_min_score {settings.delete_min_score:+.2f})")
     for command in PHRASES:
         ok, n = hits[command]
         print(f"  recall {command:16s} {ok:4d}/{n:<4d} = {ok / max(n, 1):6.1%}")
     ok = sum(h[0] for h in hits.values())
     n = sum(h[1] for h in hits.values())
     print(f"  recall {'all':16s} {ok:4d}/{n:<4d} = {ok / max(n, 1):6.1%}   (wrong command: {wrong})")
-    print(f"  false accepts on confusables: {fa}/{total_neg} = {fa / max(total_neg, 1):.1%}")
+    fa = len(false_accepts)
+    deleting = sum(got.command in DELETING for _, got in false_accepts)
+    print(f"  false accepts on confusables: {fa}/{total_neg} = {fa / max(total_neg, 1):.1%} "
+          f"(as a delete command: {deleting})")
+    for case, got in false_accepts:
+        print(f"    {case.voice}: {case.text!r} taken for {got.command} ({got.score:+.2f})")
 
 
 def run(recognizer: CommandRecognizer, batch: Iterator[Case]) -> tuple[list[tuple[Case, Recognition | None]],
@@ -152,12 +162,19 @@ def run(recognizer: CommandRecognizer, batch: Iterator[Case]) -> tuple[list[tupl
 
 
 def sweep(results: list[tuple[Case, Recognition | None]]) -> None:
-    """Recall and false accepts over a range of thresholds, to choose ``min_score``."""
-    pos = [g.score if g and g.command == c.expect else -np.inf for c, g in results if c.expect]
-    neg = [g.score if g else -np.inf for c, g in results if c.expect is None]
-    print("  threshold  recall  false-accepts")
-    for thr in np.arange(-6.0, -0.99, 0.25):
-        print(f"  {thr:+9.2f}  {np.mean(np.array(pos) >= thr):6.1%}  {int(np.sum(np.array(neg) >= thr)):4d}/{len(neg)}")
+    """Recall and false accepts over a range of thresholds, all commands and the deleting ones alone."""
+    def scores(deleting: bool) -> tuple[np.ndarray, np.ndarray]:
+        pos = [g.score if g and g.command == c.expect else -np.inf for c, g in results
+               if c.expect and (not deleting or c.expect in DELETING)]
+        neg = [g.score if g and (not deleting or g.command in DELETING) else -np.inf
+               for c, g in results if c.expect is None]
+        return np.array(pos), np.array(neg)
+
+    (pos, neg), (dpos, dneg) = scores(False), scores(True)
+    print("  threshold  recall  false-accepts | delete commands: recall  false-accepts")
+    for thr in np.arange(-7.0, -1.99, 0.25):
+        print(f"  {thr:+9.2f}  {np.mean(pos >= thr):6.1%}  {int(np.sum(neg >= thr)):4d}/{len(neg)}"
+              f"     |  {np.mean(dpos >= thr):22.1%}  {int(np.sum(dneg >= thr)):4d}/{len(dneg)}")
 
 
 def main() -> int:
@@ -165,9 +182,14 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "voxkeep-bench" / "speech",
                         help="where synthesized sentences are kept between runs")
     parser.add_argument("--sweep", action="store_true", help="also print recall/false accepts per threshold")
+    parser.add_argument("--min-score", type=float, help="commands.min_score to report at (default: the config's)")
+    parser.add_argument("--delete-min-score", type=float, help="commands.delete_min_score to report at")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     settings = CommandSettings()
+    settings = dataclasses.replace(
+        settings, min_score=settings.min_score if args.min_score is None else args.min_score,
+        delete_min_score=settings.delete_min_score if args.delete_min_score is None else args.delete_min_score)
     t0 = time.perf_counter()
     recognizer = CommandRecognizer(settings)
     print(f"decoder load: {time.perf_counter() - t0:.2f} s")
@@ -182,7 +204,7 @@ def main() -> int:
             ("held-out voices (flite), clean, tuning confusables", HELD_VOICES, CONFUSABLE_TUNE, (None,))):
         results, rtf = run(recognizer, cases(voices, confusables, snrs, args.cache))
         rtfs += rtf
-        report(title, results, settings.min_score)
+        report(title, results, settings)
         if args.sweep:
             sweep(results)
     print(f"\nrecognition time: median {statistics.median(rtfs):.3f} s per second of audio, "

@@ -18,15 +18,19 @@ from voxkeep import SAMPLE_RATE
 from voxkeep.commands import PHRASES, CommandRecognizer
 from voxkeep.config import CommandSettings
 from voxkeep.errors import AudioInputError
-from voxkeep.testing.speech import speak
+from voxkeep.testing.speech import silence, speak
 
 COMMAND_CASES = [("please don't record anymore", "stop_recording"),
                  ("stop recording", "stop_recording"), ("start recording again", "start_recording"),
-                 ("delete what I just said", "delete_last"), ("delete everything I said today", "delete_today")]
+                 ("delete what I just said", "delete_last"), ("delete everything I said today", "delete_today"),
+                 ("stop sharing my recordings", "stop_sharing"), ("please stop sharing", "stop_sharing")]
 
 CONFUSABLES = ["record my favourite show tonight", "I don't want any more coffee", "delete the last email",
                "what did I say today", "stop the music", "stop recording the football",
-               "start the timer again", "the quick brown fox jumps over the lazy dog"]
+               "start the timer again", "the quick brown fox jumps over the lazy dog", "stop showing the pictures"]
+
+STRICT = CommandSettings(min_score=-4.65, delete_min_score=-4.15)
+"""The bar that rejects near-miss sentences (bench/commands_eval.py), for voices closer to a person."""
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +76,49 @@ def test_stricter_threshold_rejects_a_real_command(recognizer: CommandRecognizer
     assert best is not None and recognizer.recognize(pcm) is not None
     strict = CommandRecognizer(CommandSettings(min_score=best.score + 0.01))
     assert strict.recognize(pcm) is None
+
+
+def test_deleting_needs_the_stricter_bar(speech) -> None:
+    """A delete command that clears min_score but not delete_min_score is not obeyed; stop still is."""
+    delete = window(speech("delete what I just said"))
+    stop = window(speech("stop recording"))
+    lenient = CommandRecognizer(CommandSettings())
+    scores = [lenient.score(pcm) for pcm in (delete, stop)]
+    assert all(scores), "both must be heard at all for this test to mean anything"
+    low = min(r.score for r in scores if r is not None)
+    high = max(r.score for r in scores if r is not None)
+    split = CommandRecognizer(CommandSettings(min_score=low - 0.01, delete_min_score=high + 0.01))
+    assert split.recognize(stop) is not None
+    assert split.recognize(delete) is None
+
+
+def flite_window(text: str, voice: str = "slt") -> np.ndarray:
+    """A command window in a flite voice, which fits the acoustic model more like a person does."""
+    wake = speak("hey jarvis", voice=voice, engine="flite")
+    loud = np.nonzero(np.abs(wake) > 0.05 * np.abs(wake).max())[0]
+    tail = wake[loud[-1] - SAMPLE_RATE // 4:loud[-1] + 1]
+    return np.concatenate([tail, silence(0.1), speak(text, voice=voice, engine="flite"), silence(0.4)])
+
+
+@pytest.fixture(scope="module")
+def strict() -> CommandRecognizer:
+    return CommandRecognizer(STRICT)
+
+
+@pytest.mark.parametrize(("text", "command"), [("don't record anymore", "stop_recording"),
+                                               ("delete what I just said", "delete_last"),
+                                               ("stop sharing", "stop_sharing")])
+def test_strict_bar_still_obeys_commands(strict: CommandRecognizer, text: str, command: str) -> None:
+    got = strict.recognize(flite_window(text))
+    assert got is not None and got.command == command
+
+
+@pytest.mark.parametrize(("text", "voice"), [("I don't remember anymore", "awb"),
+                                           ("delete what you just wrote", "slt"),
+                                           ("do not play that song anymore", "kal")])
+def test_strict_bar_rejects_one_word_near_misses(strict: CommandRecognizer, text: str, voice: str) -> None:
+    """Each was obeyed in this voice under the old whole-sentence score; the worst-word term rejects it."""
+    assert strict.recognize(flite_window(text, voice)) is None
 
 
 def test_silence_and_noise_are_not_commands(recognizer: CommandRecognizer) -> None:

@@ -1,10 +1,19 @@
 """On-device recognition of the privacy commands spoken after a wake word.
 
 pocketsphinx decodes the command window against a JSGF grammar that can only say one of the privacy
-commands. A grammar forces any speech onto its nearest command, so every match is checked against a
-free phone loop over the same audio, two ways: speech the grammar explained away as silence (the rest
-of "stop recording the football") rejects it outright, and the per-frame acoustic gap between the
-grammar and the phone loop (``score``, nats per frame) must reach ``commands.min_score``.
+commands. A grammar forces any speech onto its nearest command, so every match is checked two ways:
+
+- against a free phone loop over the same audio: speech the grammar explained away as silence (the
+  rest of "stop recording the football") or a sentence before the command rejects it outright;
+- by how well the command's words fit the audio (``score``): the mean per-frame acoustic fit of the
+  command plus half the per-frame fit of its worst word, which must reach ``commands.min_score``
+  (``commands.delete_min_score`` for the commands that destroy recordings). The worst-word term is
+  what rejects near-misses that differ in one word ("I don't like it anymore"): a whole-sentence
+  average dilutes one bad word among four good ones.
+
+pocketsphinx normalises acoustic scores per frame against the best-scoring senone, so the fit is
+already relative to what the audio best matches. The phone loop's own segment scores come in other,
+unconverted units (near zero for every phone), so they are not compared with the grammar's.
 
 Privacy: nothing a rejected utterance said is kept, logged or returned. The only text that ever leaves
 this module is the grammar phrase of an accepted command, which is one of a fixed list.
@@ -36,6 +45,8 @@ PHRASES: dict[str, tuple[str, ...]] = {
     "start_recording": ("start recording again",),
     "delete_last": ("delete what i just said",),
     "delete_today": ("delete everything i said today",),
+    "stop_sharing": ("stop sharing", "stop sharing my recordings", "please stop sharing", "stop sharing please",
+                     "please stop sharing my recordings", "stop sharing my recordings please"),
 }
 """Every sentence the grammar accepts, per command (tests and the benchmark speak these)."""
 
@@ -44,6 +55,7 @@ _RULES = {
     "start_recording": "start recording again",
     "delete_last": "delete what i just said",
     "delete_today": "delete everything i said today",
+    "stop_sharing": "[please] stop sharing [my recordings] [please]",
 }
 
 def _core(phrase: str) -> str:
@@ -74,6 +86,17 @@ phone loop still hears phones there, and more than 0.2 s of them means the sente
 MAX_LEADING_FRAMES = 80
 """Frames of speech tolerated before the command: the wake word's tail and a breath, not a sentence."""
 
+WORST_WORD_WEIGHT = 0.5
+"""Weight of the worst word's per-frame fit in ``score``, chosen on the espeak-ng tuning set of
+bench/commands_eval.py (0.5 and 1.0 tie there on false accepts; 0.5 keeps more recall in room noise)."""
+
+DELETING = frozenset({"delete_last", "delete_today"})
+"""Commands that destroy the owner's recordings: a false accept cannot be undone, so they must clear
+``commands.delete_min_score``, the stricter bar."""
+
+FILLER_WORDS = frozenset({"please"})
+"""Politeness words, left out of the worst-word term: they are optional and carry no command."""
+
 
 @dataclass(frozen=True)
 class Recognition:
@@ -84,7 +107,8 @@ class Recognition:
     phrase: str
     """The grammar sentence matched, e.g. "please don't record anymore"."""
     score: float
-    """Grammar fit minus free phone-loop fit, nats per frame (0 is a perfect fit; higher is better)."""
+    """Mean per-frame acoustic fit of the command plus WORST_WORD_WEIGHT x that of its worst word, in
+    nats per frame against each frame's best senone (0 is a perfect fit; higher is better)."""
     start: float
     """Seconds into the window where the command's first word begins."""
     end: float
@@ -201,14 +225,14 @@ class CommandRecognizer:
         Audio past ``commands.max_seconds`` (plus one second for the wake tail) is ignored.
         """
         best = self.score(pcm)
-        if best is None or best.score < self._settings.min_score:
+        if best is None or best.score < min_score_for(self._settings, best.command):
             log.debug("command window rejected (score %s)", "n/a" if best is None else f"{best.score:.2f}")
             return None
         log.debug("command %s (score %.2f)", best.command, best.score)
         return best
 
     def score(self, pcm: np.ndarray) -> Recognition | None:
-        """The best grammar match and its score, before the ``min_score`` threshold; for tuning.
+        """The best grammar match and its score, before the ``min_score`` thresholds; for tuning.
 
         None when the window is silent or no grammar path survives the search at all.
         """
@@ -252,7 +276,7 @@ class CommandRecognizer:
 
     def _compare(self, grammar: list[tuple[str, int, int, float]],
                  phones: list[tuple[str, int, int, float]]) -> Recognition | None:
-        """Score the grammar's command words against the phone loop over the same frames."""
+        """Check the grammar's command words against the phone loop, then score how well they fit."""
         words = [seg for seg in grammar if not seg[0].startswith(("<", "[")) and seg[0] not in self._tails]
         if not words:
             return None
@@ -263,14 +287,19 @@ class CommandRecognizer:
         leading = sum(_overlap(p, 0, first - 1) for p in spoken)
         if unexplained > MAX_UNEXPLAINED_FRAMES or leading > MAX_LEADING_FRAMES:
             return None
-        # Pauses between command words count too: the phone loop is scored over the same span.
-        fit = sum(seg[3] for seg in grammar if first <= seg[1] and seg[2] <= last)
-        free = sum(seg[3] * _overlap(seg, first, last) / (seg[2] - seg[1] + 1) for seg in phones)
-        frames = last - first + 1
-        gap = (fit - free) / frames
         phrase = " ".join(_base(seg[0]) for seg in words)
         if _core(phrase) not in _COMMAND_OF:
             return None  # the search ran out of audio part-way through the grammar: no whole command
+        # Pauses between command words count too: a long hesitation is not the command.
+        fit = sum(seg[3] for seg in grammar if first <= seg[1] and seg[2] <= last) / (last - first + 1)
+        worst = min((seg[3] / (seg[2] - seg[1] + 1) for seg in words if _base(seg[0]) not in FILLER_WORDS),
+                    default=fit)
+        score = fit + WORST_WORD_WEIGHT * worst
         return Recognition(command=_COMMAND_OF[_core(phrase)], phrase=phrase,
-                           score=gap if math.isfinite(gap) else -math.inf,
+                           score=score if math.isfinite(score) else -math.inf,
                            start=first / _FRAME_RATE, end=(last + 1) / _FRAME_RATE)
+
+
+def min_score_for(settings: CommandSettings, command: str) -> float:
+    """The score ``command`` must reach to be obeyed: stricter for the commands that delete."""
+    return settings.delete_min_score if command in DELETING else settings.min_score
