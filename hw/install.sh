@@ -69,6 +69,9 @@ install -d -m 0755 "$ROOT$PREFIX" "$ROOT$PREFIX/hw"
 run "$PREFIX/venv/bin/pip" install --no-cache-dir --upgrade pip
 run "$PREFIX/venv/bin/pip" install --no-cache-dir --upgrade "$SRC"
 install -m 0644 "$HERE/README.md" "$HERE/wiring.svg" "$ROOT$PREFIX/hw/"
+# The owner's commands (voxkeep mute, status, ...) on everyone's PATH.
+install -d -m 0755 "$ROOT/usr/local/bin"
+ln -sfn "$PREFIX/venv/bin/voxkeep" "$ROOT/usr/local/bin/voxkeep"
 
 say "fetching and verifying models into $PREFIX/models"
 install -d -m 0755 "$ROOT$PREFIX/models"
