@@ -105,6 +105,7 @@ def test_button_closes_the_stream_and_voice_cannot_reopen_it(state_dir: Path) ->
         button.drive_high()
         reopened = wait_state(lambda e: e.mic_open)
         assert reopened.mode == "listening" and len(mic.open_streams) == 1
+        assert reopened.t >= closed.t + 2.0  # event times count the muted wall time too
     finally:
         app.daemon.stop.set()
         thread.join(10)

@@ -91,6 +91,7 @@ class Daemon:
         self.wall_clock = wall_clock
         self.t = 0.0
         """Seconds of audio since the input started (advances with wall time while a live mic is muted)."""
+        self._muted_seconds = 0.0
         self.stats = RunStats()
         self._history = Preroll(max(HISTORY_SECONDS, settings.vault.preroll_seconds))
         self._preroll_frames = max(1, round(settings.vault.preroll_seconds / FRAME_SECONDS))
@@ -123,7 +124,7 @@ class Daemon:
             self.worker.stop()
             self.stats.audio_seconds = self.t
             self.stats.wall_seconds = time.monotonic() - started
-            self.stats.extra.update({k: v for k, v in self.worker.stats.items()})
+            self.stats.extra.update(self.worker.stats)
         return self.stats
 
     def _loop(self) -> None:
@@ -159,7 +160,7 @@ class Daemon:
                     return False
                 if self.watchdog is not None:
                     self.watchdog()  # alive, just not listening
-            self.t += time.monotonic() - muted_at
+            self._muted_seconds += time.monotonic() - muted_at
             self._history.clear()
             return True
         self.privacy.set_mic_open(False, "mute")
@@ -174,7 +175,7 @@ class Daemon:
 
     def _advance(self) -> None:
         self.stats.frames += 1
-        self.t = round(self.stats.frames * FRAME_SECONDS, 6)
+        self.t = round(self.stats.frames * FRAME_SECONDS + self._muted_seconds, 6)
         if self.on_frame is not None:
             self.on_frame(self.t)
 
