@@ -161,6 +161,7 @@ class Daemon:
                 if self.watchdog is not None:
                     self.watchdog()  # alive, just not listening
             self._muted_seconds += time.monotonic() - muted_at
+            self._tick_clock()
             self._history.clear()
             return True
         self.privacy.set_mic_open(False, "mute")
@@ -173,9 +174,12 @@ class Daemon:
         self._history.clear()
         return True
 
+    def _tick_clock(self) -> None:
+        self.t = round(self.stats.frames * FRAME_SECONDS + self._muted_seconds, 6)
+
     def _advance(self) -> None:
         self.stats.frames += 1
-        self.t = round(self.stats.frames * FRAME_SECONDS + self._muted_seconds, 6)
+        self._tick_clock()
         if self.on_frame is not None:
             self.on_frame(self.t)
 
