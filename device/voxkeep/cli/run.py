@@ -18,11 +18,13 @@ PCM on stdin with --input -, e.g.:
 Events (one JSON object per line, "t" = seconds of audio since the input started):
   {"type": "wake", "t": 12.48, "wake_word": "hey_jarvis", "score": 0.91}
   {"type": "wake_rejected", "t": ..., "wake_word": ..., "score": ..., "reason": ...}
-  {"type": "command", "t": ..., "command": "stop_recording|start_recording|delete_last|delete_today"}
+  {"type": "command", "t": ..., "command": "stop_recording|start_recording|delete_last|delete_today|stop_sharing"}
   {"type": "state", "t": ..., "mode": "listening|not_recording|muted", "mic_open": true, "cause": ...}
   {"type": "recorded", "t": ..., "recording_id": ..., "duration": ..., "wake_word": ...}
   {"type": "deleted", "t": ..., "count": ..., "cause": ...}
   {"type": "handled", "t": ..., "wake_word": ..., "outcome": "command|recorded|not_recorded", "reason": ...}
+  {"type": "forwarded", "t": ..., "sink": ..., "recording_id": ..., "size": ...}
+  {"type": "transcript", "t": ..., "sink": ..., "text": ...}
   {"type": "notice", "t": ..., "level": ..., "message": ...}
 Log lines go to stderr. File and stdin input run as fast as the CPU allows unless --realtime; at the
 end of input a one-line summary goes to stderr and the exit status is 0.
