@@ -201,9 +201,6 @@ class CommandRecognizer:
                 raise ModelError(f"pocketsphinx could not load its en-us model ({exc}); reinstall: "
                                  "pip install --force-reinstall 'pocketsphinx>=5'") from None
         self._tails = set(tails)
-        # pocketsphinx carries its cepstral mean from one utterance to the next; restoring the initial
-        # one before every decode (and no dither) makes each answer depend on its own audio only.
-        self._initial_cmn = self._decoder.get_cmn(False)
 
     @staticmethod
     def _tail_words(prons: dict[str, list[str]], sources: Iterable[str]) -> dict[str, str]:
@@ -265,7 +262,9 @@ class CommandRecognizer:
         """(word, first frame, last frame, ln acoustic score) of the best path, [] if none."""
         d = self._decoder
         d.activate_search(search)
-        d.set_cmn(self._initial_cmn)
+        # pocketsphinx carries its cepstral mean and noise estimate from one utterance to the next;
+        # a fresh front end (and no dither) makes each answer depend on its own audio only.
+        d.reinit_feat()
         d.start_utt()
         d.process_raw(raw, False, True)
         d.end_utt()
