@@ -219,19 +219,18 @@ def build_wake(split: str) -> None:
             continue
         rng = np.random.default_rng(int(hashlib.sha256(f"{split}{word}".encode()).hexdigest()[:8], 16))
         clips = []
-        i = 0
-        for voice in VOICES[split]:
-            for speed in SPEEDS:
-                for pitch in PITCH_SEMITONES:
-                    for noise in NOISES:
-                        command = COMMANDS[i % len(COMMANDS)]
-                        i += 1
-                        if i % 3:
-                            continue
-                        text = f"{phrase}, {command}" if command else phrase
-                        audio = _shift(_tts(text, voice, speed), 2 ** (pitch / 12))
-                        clips.append((f"{voice.engine}:{voice.name}|{speed}|{pitch}|{noise}|{text}",
-                                      _mix(audio, noise, rng, babble)))
+        for vi, voice in enumerate(VOICES[split]):
+            for si, speed in enumerate(SPEEDS):
+                for pi, pitch in enumerate(PITCH_SEMITONES):
+                    # One third of the combinations, chosen so that per voice every noise meets every
+                    # carrier once and each speed and pitch thrice (a counter modulo 3 once picked only
+                    # "speech10" with one carrier, and the verifier learnt the babble).
+                    noise = NOISES[-(vi + si + pi) % 3]
+                    command = COMMANDS[(si + 2 * pi) % 3]
+                    text = f"{phrase}, {command}" if command else phrase
+                    audio = _shift(_tts(text, voice, speed), 2 ** (pitch / 12))
+                    clips.append((f"{voice.engine}:{voice.name}|{speed}|{pitch}|{noise}|{text}",
+                                  _mix(audio, noise, rng, babble)))
         stream, spans = _join(clips, WAKE_GAP_SECONDS)
         _save(name, split, stream, spans, {"kind": "wake", "word": word})
         print(f"{split}: {name} {len(spans)} clips")

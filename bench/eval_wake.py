@@ -59,7 +59,8 @@ def score_stream(path: Path, models_dir: Path, key: str) -> Scored:
     """Run the product's WakeDetector over a stream once; cache hits and scores."""
     meta = json.loads(path.with_suffix(".json").read_text())
     audio = np.load(path, mmap_mode="r")
-    cached = corpus.cache_dir() / "scores" / key / path.parent.name / f"{path.stem}.npz"
+    # Keyed by the stream's mtime too: a rebuilt stream must never meet another stream's scores.
+    cached = corpus.cache_dir() / "scores" / key / path.parent.name / f"{path.stem}-{path.stat().st_mtime_ns}.npz"
     if cached.exists():
         data = np.load(cached)
         hits = [(int(f), WORDS[int(w)], float(s)) for f, w, s in data["hits"]]
@@ -178,12 +179,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", type=Path, help="write every hit and its verdict as JSON Lines here")
     parser.add_argument("--verify-peak", type=float, default=WakeSettings.verify_peak,
                         help="wake.verify_peak to evaluate (default: the config default; 0.95 is the strict point)")
+    parser.add_argument("--verify-rescore", type=float, default=WakeSettings.verify_rescore,
+                        help="wake.verify_rescore to evaluate (0 turns the re-score off)")
+    parser.add_argument("--no-classifier", action="store_true",
+                        help="evaluate with wake.verify_classifier = false (the re-score and peak alone)")
     args = parser.parse_args(argv)
     if not (corpus.cache_dir() / "streams" / "report" / "synth-negatives.npy").exists():
         corpus.main([])
     models_dir = default_models_dir()
-    verifier = WakeVerifier(WakeSettings(words=list(WORDS), verify=True, verify_peak=args.verify_peak), models_dir)
-    print(f"verified = voxkeep's second look with wake.verify_peak = {args.verify_peak}")
+    settings = WakeSettings(words=list(WORDS), verify=True, verify_peak=args.verify_peak,
+                            verify_rescore=args.verify_rescore, verify_classifier=not args.no_classifier)
+    verifier = WakeVerifier(settings, models_dir)
+    print(f"verified = voxkeep's second look with wake.verify_peak = {settings.verify_peak}, "
+          f"verify_rescore = {settings.verify_rescore}, verify_classifier = {settings.verify_classifier}")
     cpu_ms: list[float] = []
     log: list[dict] = []
     splits = corpus.SPLITS if args.split == "both" else (args.split,)

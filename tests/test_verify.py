@@ -29,17 +29,18 @@ def verifier(models_dir: Path) -> WakeVerifier:
     return WakeVerifier(WakeSettings(words=WORDS, verify_peak=0.95), models_dir)
 
 
-def wakes(wav: Path, models_dir: Path, verifier: WakeVerifier) -> list[tuple[str, float, Verdict]]:
+def wakes(wav: Path, models_dir: Path, verifier: WakeVerifier,
+          words: list[str] = WORDS) -> list[tuple[str, float, Verdict]]:
     """Every hit of the bare detector on ``wav`` (plus 1 s of silence), with the verifier's verdict."""
     audio, _ = soundfile.read(str(wav), dtype="int16")
     audio = np.concatenate([audio, np.zeros(16000, dtype=np.int16)])
-    detector = WakeDetector(WakeSettings(words=WORDS, verify=False), models_dir)
-    history: dict[str, list[float]] = {w: [] for w in WORDS}
+    detector = WakeDetector(WakeSettings(words=words, verify=False), models_dir)
+    history: dict[str, list[float]] = {w: [] for w in words}
     pending: list[tuple[int, str, float]] = []
     out = []
     for i in range(len(audio) // FRAME_SAMPLES):
         hits = detector.process(audio[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES])
-        for w in WORDS:
+        for w in words:
             history[w] = (history[w] + [detector.last_scores[w]])[-SCORE_FRAMES:]
         pending += [(i + verifier.frames_after, h.wake_word, h.score) for h in hits]
         for _, word, score in [p for p in pending if p[0] == i]:
@@ -70,10 +71,46 @@ def test_every_reason_is_documented() -> None:
         assert f"``{reason}``" in doc, f"reason {reason} missing from the module docstring"
 
 
-def test_silence_is_rejected_by_the_rescore(verifier: WakeVerifier) -> None:
+def test_silence_is_rejected_by_the_classifier_or_without_it_by_the_rescore(models_dir: Path,
+                                                                          verifier: WakeVerifier) -> None:
     # A high streaming score with nothing like the word in the buffer: the fresh look must say no.
     silence = np.zeros(int(AUDIO_SECONDS * 16000), dtype=np.int16)
-    assert verifier.check("hey_jarvis", 0.99, silence, [0.99, 0.99]) == Verdict(False, "rescore_disagrees")
+    assert verifier.check("hey_jarvis", 0.99, silence, [0.99, 0.99]) == Verdict(False, "classifier_rejects")
+    rescore_only = WakeVerifier(WakeSettings(words=WORDS, verify_classifier=False), models_dir)
+    assert rescore_only.check("hey_jarvis", 0.99, silence, [0.99]) == Verdict(False, "rescore_disagrees")
+
+
+@pytest.mark.parametrize(("text", "word", "voice"), [("alexa", "alexa", "en-us"), ("hey jarvis", "hey_jarvis", "en"),
+                                                     ("hey marvin", "hey_marvin", "en+f4")])
+def test_default_confirms_wake_phrases_said_alone(speech, models_dir: Path, text: str, word: str,
+                                                  voice: str) -> None:
+    # A wake phrase on its own after silence, as a user says it and as the daemon-level tests do.
+    default = WakeVerifier(WakeSettings(words=[word]), models_dir)
+    results = [r for r in wakes(speech(text, voice=voice), models_dir, default, [word]) if r[0] == word]
+    assert results, f"the bare detector should wake on {text!r}"
+    assert any(v == Verdict(True, "confirmed") for _, _, v in results)
+
+
+def test_default_classifier_rejects_a_near_miss_the_score_confirms(speech, models_dir: Path) -> None:
+    default = WakeVerifier(WakeSettings(words=WORDS), models_dir)
+    results = [r for r in wakes(speech("hey mike, roughly ten minutes"), models_dir, default) if r[0] == "hey_marvin"]
+    assert results and all(v == Verdict(False, "classifier_rejects") for _, _, v in results)
+
+
+def test_per_word_classifier_threshold_overrides_the_shipped_one(speech, models_dir: Path) -> None:
+    audio, _ = soundfile.read(str(speech("hey jarvis", voice="en")), dtype="int16")
+    settings = WakeSettings(words=WORDS, verify_classifier_thresholds={"hey_jarvis": 1.0})
+    assert WakeVerifier(settings, models_dir).check("hey_jarvis", 0.9, audio, [0.9]) == Verdict(
+        False, "classifier_rejects")
+
+
+def test_shipped_classifiers_cover_the_bundled_words_and_say_where_they_come_from() -> None:
+    classifiers = verify_module.load_classifiers()
+    assert set(classifiers) == {"alexa", "hey_jarvis", "hey_mycroft", "hey_marvin"}
+    assert all(0 < c.threshold < 1 and c.weights.shape == (16 * 96,) for c in classifiers.values())
+    with np.load(verify_module.CLASSIFIERS_PATH) as data:
+        assert "bench/train_verifier.py" in str(data["provenance"])
+    assert verify_module.CLASSIFIERS_PATH.stat().st_size < 100_000
 
 
 def test_score_that_falls_back_is_rejected(speech, verifier: WakeVerifier) -> None:
@@ -110,7 +147,7 @@ def test_unconfigured_word_is_a_caller_bug(verifier: WakeVerifier) -> None:
 
 
 @pytest.mark.parametrize(("key", "value"), [("verify_peak", 1.5), ("verify_rescore", -0.1),
-                                            ("verify_frames_after", -1)])
+                                            ("verify_frames_after", -1), ("verify_classifier_thresholds", 2.0)])
 def test_bad_verifier_settings_name_the_key(key: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"wake.{key}"):
         load_settings(overrides={"wake": {key: value}})

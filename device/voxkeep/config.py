@@ -76,7 +76,12 @@ class WakeSettings:
     verify_peaks: dict[str, float] = field(default_factory=dict)
     """Per-word override of verify_peak, e.g. { hey_jarvis = 0.9 }."""
     verify_rescore: float = 0.1
-    """Least score on a fresh re-run of the model over the buffered 2 s; below it: "rescore_disagrees"."""
+    """Least score on a fresh re-run of the model over the buffered 2 s; below it: "rescore_disagrees".
+    Applies to words without a classifier (custom models, or verify_classifier = false)."""
+    verify_classifier: bool = True
+    """Ask the shipped per-word classifier (alexa, hey_jarvis, hey_mycroft, hey_marvin); no: "classifier_rejects"."""
+    verify_classifier_thresholds: dict[str, float] = field(default_factory=dict)
+    """Per-word override of the classifier's tuned threshold (0-1, higher rejects more), e.g. { alexa = 0.7 }."""
 
 
 @dataclass(frozen=True)
@@ -320,7 +325,9 @@ def _validate(s: Settings) -> None:
     if s.wake.verify_frames_after < 0:
         raise ConfigError("config key 'wake.verify_frames_after' must be 0 or more")
     for key, value in [("verify_peak", s.wake.verify_peak), ("verify_rescore", s.wake.verify_rescore),
-                       *((f"verify_peaks.{w}", v) for w, v in s.wake.verify_peaks.items())]:
+                       *((f"verify_peaks.{w}", v) for w, v in s.wake.verify_peaks.items()),
+                       *((f"verify_classifier_thresholds.{w}", v)
+                         for w, v in s.wake.verify_classifier_thresholds.items())]:
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"config key 'wake.{key}' must be between 0 and 1")
     if s.wake.refractory_seconds < 0:
