@@ -184,24 +184,32 @@ def main() -> int:
     parser.add_argument("--sweep", action="store_true", help="also print recall/false accepts per threshold")
     parser.add_argument("--min-score", type=float, help="commands.min_score to report at (default: the config's)")
     parser.add_argument("--delete-min-score", type=float, help="commands.delete_min_score to report at")
+    parser.add_argument("--filler-words", type=int, help="commands.filler_words (default: the config's)")
+    parser.add_argument("--command-weight", type=float, help="commands.command_weight (default: the config's)")
+    parser.add_argument("--sets", default="01234", help="which sets to run, by index (default: all five)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     settings = CommandSettings()
     settings = dataclasses.replace(
         settings, min_score=settings.min_score if args.min_score is None else args.min_score,
-        delete_min_score=settings.delete_min_score if args.delete_min_score is None else args.delete_min_score)
+        delete_min_score=settings.delete_min_score if args.delete_min_score is None else args.delete_min_score,
+        filler_words=settings.filler_words if args.filler_words is None else args.filler_words,
+        command_weight=settings.command_weight if args.command_weight is None else args.command_weight)
+    print(f"filler_words {settings.filler_words}, command_weight {settings.command_weight:g}")
     t0 = time.perf_counter()
     recognizer = CommandRecognizer(settings)
     print(f"decoder load: {time.perf_counter() - t0:.2f} s")
     rtfs: list[float] = []
-    for title, voices, confusables, snrs in (
+    for index, (title, voices, confusables, snrs) in enumerate((
             ("tuning set: espeak-ng voices, clean, tuning confusables", TUNE_VOICES, CONFUSABLE_TUNE, (None,)),
             ("held-out voices (flite), clean, unseen confusables", HELD_VOICES, CONFUSABLE_HELD, (None,)),
             ("held-out voices (flite), room noise 20 dB SNR, unseen confusables", HELD_VOICES, CONFUSABLE_HELD,
              (20.0,)),
             ("held-out voices (flite), room noise 10 dB SNR, unseen confusables", HELD_VOICES, CONFUSABLE_HELD,
              (10.0,)),
-            ("held-out voices (flite), clean, tuning confusables", HELD_VOICES, CONFUSABLE_TUNE, (None,))):
+            ("held-out voices (flite), clean, tuning confusables", HELD_VOICES, CONFUSABLE_TUNE, (None,)))):
+        if str(index) not in args.sets:
+            continue
         results, rtf = run(recognizer, cases(voices, confusables, snrs, args.cache))
         rtfs += rtf
         report(title, results, settings)

@@ -169,3 +169,28 @@ def test_reusable_and_independent_of_history(recognizer: CommandRecognizer, spee
         t.join()
     assert first is not None and first.command == "delete_last"
     assert [r for name, r in results if name == "command"] == [first] * 6
+
+
+@pytest.fixture(scope="module")
+def open_vocabulary() -> CommandRecognizer:
+    """The recogniser with the open-vocabulary check on (commands.filler_words)."""
+    return CommandRecognizer(CommandSettings(filler_words=1000))
+
+
+@pytest.mark.parametrize(("text", "command"), [("delete what I just said", "delete_last"),
+                                               ("stop recording", "stop_recording"),
+                                               ("don't record anymore", "stop_recording")])
+def test_open_vocabulary_still_obeys_commands(open_vocabulary: CommandRecognizer, text: str, command: str) -> None:
+    got = open_vocabulary.recognize(flite_window(text))
+    assert got is not None and got.command == command
+
+
+@pytest.mark.parametrize("text", ["delete what I just sent", "stop snoring", "I don't like it anymore"])
+def test_open_vocabulary_rejects_near_misses_the_score_cannot(recognizer: CommandRecognizer,
+                                                              open_vocabulary: CommandRecognizer,
+                                                              text: str) -> None:
+    """"delete what I just sent" fits the command acoustically better than many true commands do;
+    only a search free to hear "sent" rejects it: the default recogniser obeys each of these."""
+    pcm = flite_window(text)
+    assert recognizer.recognize(pcm) is not None
+    assert open_vocabulary.recognize(pcm) is None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
@@ -136,6 +137,32 @@ def _grammar(tails: Sequence[str]) -> str:
     return f"#JSGF V1.0;\ngrammar privacy;\npublic <command> = {prefix}({commands});\n{rules}\n"
 
 
+def _common_words(model: Path, count: int) -> dict[str, float]:
+    """The ``count`` most probable words of pocketsphinx's bundled English model, with log10 unigram probabilities.
+
+    A generic vocabulary, not chosen for the commands: the competitor must explain any ordinary
+    sentence, so it is the words people say most. Words of one phone are left out (see MIN_TAIL_PHONES).
+    """
+    import pocketsphinx
+
+    lm = pocketsphinx.NGramModel.readfile(str(model / "en-us.lm.bin"))
+    ranked: list[tuple[int, str]] = []
+    with (model / "cmudict-en-us.dict").open(encoding="utf-8") as fh:
+        for line in fh:
+            head, _, phones = line.strip().partition(" ")
+            if "(" not in head and re.fullmatch(r"[a-z']+", head) and len(phones.split()) >= MIN_TAIL_PHONES:
+                ranked.append((lm.prob([head]), head))
+    ranked.sort(key=lambda pw: (-pw[0], pw[1]))
+    # NGramModel.prob answers in pocketsphinx's log base 1.0001.
+    return {w: p * math.log10(1.0001) for p, w in ranked[:count]}
+
+
+def _unigram_arpa(probs: dict[str, float]) -> str:
+    """An ARPA language model of unigrams only: any word may follow any other, as in free speech."""
+    rows = [f"{p:.4f} {w}" for w, p in sorted(probs.items())]
+    return "\\data\\\n" + f"ngram 1={len(rows)}\n\n\\1-grams:\n" + "\n".join(rows) + "\n\n\\end\\\n"
+
+
 def _grammar_words() -> set[str]:
     return {w for body in _RULES.values() for w in body.replace("(", " ").replace(")", " ").replace("[", " ")
             .replace("]", " ").replace("|", " ").split()}
@@ -185,18 +212,26 @@ class CommandRecognizer:
         if missing:
             raise ModelError(f"the pocketsphinx dictionary lacks {sorted(missing)}; reinstall pocketsphinx")
         tails = self._tail_words(prons, tail_sources)
+        common = _common_words(model, settings.filler_words) if settings.filler_words else {}
+        vocabulary = self._open_vocabulary(common, tails, settings.command_weight)
+        prons |= _read_dict(model / "cmudict-en-us.dict", common.keys() - prons.keys())
         with tempfile.TemporaryDirectory(prefix="voxkeep-cmd-") as tmp:
-            # A dictionary of only the grammar's words: the full one costs ~20 MB on a Pi Zero for nothing.
+            # A dictionary of only the words searched: the full one costs ~20 MB on a Pi Zero for nothing.
             dict_path = Path(tmp) / "commands.dict"
-            lines = [f"{w}{'' if i == 0 else f'({i + 1})'} {p}" for w in sorted(_grammar_words())
+            lines = [f"{w}{'' if i == 0 else f'({i + 1})'} {p}" for w in sorted(_grammar_words() | common.keys())
                      for i, p in enumerate(prons[w])]
             lines += [f"{name} {phones}" for name, phones in tails.items()]
             dict_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            lm_path = Path(tmp) / "open.arpa"
+            lm_path.write_text(_unigram_arpa(vocabulary), encoding="utf-8")
             try:
                 self._decoder = pocketsphinx.Decoder(hmm=str(model / "en-us"), dict=str(dict_path), lm=None,
                                                      dither=False, loglevel="FATAL")
                 self._decoder.add_jsgf_string("command", _grammar(sorted(tails)))
                 self._decoder.add_allphone_file("phones", str(model / "en-us-phone.lm.bin"))
+                self._open = bool(common)
+                if self._open:
+                    self._decoder.add_lm_file("open", str(lm_path))
             except RuntimeError as exc:
                 raise ModelError(f"pocketsphinx could not load its en-us model ({exc}); reinstall: "
                                  "pip install --force-reinstall 'pocketsphinx>=5'") from None
@@ -214,6 +249,18 @@ class CommandRecognizer:
                     if suffix not in tails.values():
                         tails[f"tail{len(tails)}"] = suffix
         return tails
+
+    @staticmethod
+    def _open_vocabulary(common: dict[str, float], tails: dict[str, str], weight: float) -> dict[str, float]:
+        """Unigram log10 probabilities for the open search: common words, wake tails, and the command
+        words raised by ``weight`` so that a command wins where ordinary words fit it only as well."""
+        if not common:
+            return {}
+        floor = min(common.values())
+        vocabulary = {"<s>": -99.0, "</s>": max(common.values())} | common
+        vocabulary |= {t: floor for t in tails}
+        vocabulary |= {w: min(0.0, common.get(w, floor) + weight) for w in _grammar_words()}
+        return vocabulary
 
     def recognize(self, pcm: np.ndarray) -> Recognition | None:
         """The command spoken in ``pcm`` (int16 16 kHz mono from the wake word on), or None.
@@ -242,7 +289,29 @@ class CommandRecognizer:
             if not grammar:
                 return None
             phones = self._decode("phones", raw)
-        return self._compare(grammar, phones)
+            heard = self._decode("open", raw) if self._open else None
+        found = self._compare(grammar, phones)
+        if found is None or heard is None or self._agrees(grammar, heard):
+            return found
+        return None
+
+    def _agrees(self, grammar: list[tuple[str, int, int, float]], heard: list[tuple[str, int, int, float]]) -> bool:
+        """Whether the open search heard the grammar's command words where the grammar placed them.
+
+        "delete what i just sent" fits "delete what i just said" acoustically almost as well as the
+        command itself; only a search free to hear "sent" tells them apart. Politeness words and
+        anything outside the command's span are left to the other checks.
+        """
+        def spoken(segs: list[tuple[str, int, int, float]]) -> list[tuple[str, int, int, float]]:
+            return [s for s in segs if not s[0].startswith(("<", "[")) and s[0] not in self._tails
+                    and _base(s[0]) not in FILLER_WORDS]
+
+        command = spoken(grammar)
+        if not command:
+            return False
+        first, last = command[0][1], command[-1][2]
+        said = [_base(s[0]) for s in spoken(heard) if first <= (s[1] + s[2]) / 2 <= last]
+        return said == [_base(s[0]) for s in command]
 
     def _checked(self, pcm: Any) -> np.ndarray:
         """``pcm`` as a 1-D int16 array no longer than the window, or AudioInputError naming the fix."""

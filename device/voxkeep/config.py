@@ -100,6 +100,14 @@ class CommandSettings:
     delete_min_score: float = -6.0
     """The same bar for "delete what I just said" and "delete everything I said today", higher than
     min_score because a false delete destroys recordings and cannot be undone (-4.15 goes with -4.65)."""
+    filler_words: int = 0
+    """How many common English words (from pocketsphinx's own language model) a second, open search may
+    hear instead of a command; 0 turns it off. With it on, a command is obeyed only if that search hears
+    the same command words, which rejects near misses like "delete what I just sent"; it costs one
+    more decode per window and misses more commands from voices that fit the model poorly (espeak-ng)."""
+    command_weight: float = 8.0
+    """Head start of the command words over the common words in the open search, in log10 of unigram
+    probability: higher obeys more unclear commands and rejects fewer near misses."""
 
 
 @dataclass(frozen=True)
