@@ -15,6 +15,10 @@ pocketsphinx normalises acoustic scores per frame against the best-scoring senon
 already relative to what the audio best matches. The phone loop's own segment scores come in other,
 unconverted units (near zero for every phone), so they are not compared with the grammar's.
 
+Optionally (``commands.filler_words``, off by default) a third, open search over the most common
+English words must hear the command's own words where the grammar placed them: only a search free to
+hear "sent" tells "delete what I just sent" from the command, which it fits acoustically very well.
+
 Privacy: nothing a rejected utterance said is kept, logged or returned. The only text that ever leaves
 this module is the grammar phrase of an accepted command, which is one of a fixed list.
 """
