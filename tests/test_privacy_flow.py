@@ -89,6 +89,7 @@ def test_button_closes_the_stream_and_voice_cannot_reopen_it(state_dir: Path) ->
 
     try:
         wait_state(lambda e: e.mic_open)
+        app.bus.drain()  # the LED follows on its own observer thread
         assert factory.pin(LED).state == 0  # listening: dark
         button = factory.pin(BUTTON)
         button.drive_low()
