@@ -88,11 +88,18 @@ class EnergyGate:
         return is_loud
 
 
-def _session(path: Path, ort: Any) -> Any:
-    """One single-threaded session: on a 4-core Pi the other cores belong to the rest of the daemon."""
+def session(path: Path, ort: Any = None) -> Any:
+    """One single-threaded session: on a 4-core Pi the other cores belong to the rest of the daemon.
+
+    The memory arena is off: these models are tiny, and an arena sized for the largest batch ever run
+    keeps that memory for good (a Pi Zero 2 W has 512 MB for everything).
+    """
+    if ort is None:
+        import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = False
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
@@ -111,13 +118,13 @@ class WakeEngine:
                  gate: EnergyGate | None = None, warmup: np.ndarray | None = None) -> None:
         import onnxruntime as ort  # here, so `voxkeep --help` never pays for it
 
-        self._mel = _session(melspec, ort)
-        self._emb = _session(embedding, ort)
-        self._wake = [_session(p, ort) for p in wake_models]
+        self._mel = session(melspec, ort)
+        self._emb = session(embedding, ort)
+        self._wake = [session(p, ort) for p in wake_models]
         self._wake_inputs = [s.get_inputs()[0].name for s in self._wake]
         self._wake_lengths = []
-        for path, session in zip(wake_models, self._wake, strict=True):
-            length, outputs = session.get_inputs()[0].shape[1], session.get_outputs()[0].shape[1]
+        for path, model in zip(wake_models, self._wake, strict=True):
+            length, outputs = model.get_inputs()[0].shape[1], model.get_outputs()[0].shape[1]
             if not isinstance(length, int) or outputs != 1:
                 raise ModelError(f"{path} is not a wake-word model (it has {outputs} outputs, a wake word "
                                  "has one score); use a single wake-word .onnx file")
@@ -206,8 +213,8 @@ class WakeEngine:
                 self._embed()
         self._fed = index + 1
         self.frames_scored += 1
-        for k, (session, name, length) in enumerate(
+        for k, (model, name, length) in enumerate(
                 zip(self._wake, self._wake_inputs, self._wake_lengths, strict=True)):
-            result = session.run(None, {name: self._features[:, history - length:]})[0]
+            result = model.run(None, {name: self._features[:, history - length:]})[0]
             self.scores[k] = result.reshape(-1)[0] if index >= ZEROED_FRAMES else 0.0
         return self.scores

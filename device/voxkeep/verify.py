@@ -41,6 +41,7 @@ import numpy as np
 
 from . import SAMPLE_RATE
 from .config import WakeSettings
+from .engine import session
 from .models import FEATURE_MODELS, resolve_wake_word, verified_path
 
 AUDIO_SECONDS = 2.0
@@ -67,16 +68,6 @@ class Verdict:
 
     ok: bool
     reason: str
-
-
-def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    # One thread: the check runs on a worker beside the audio loop and must not compete with it.
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)
@@ -126,11 +117,15 @@ class WakeVerifier:
             for w, threshold in settings.verify_classifier_thresholds.items():
                 if w in self._classifiers:
                     self._classifiers[w] = replace(self._classifiers[w], threshold=threshold)
+        self._looks = self.enabled and (self._rescore_min > 0 or bool(self._classifiers))
+        """Whether a check computes features at all (else only the peak is judged)."""
         self._models: dict[str, Any] = {}
-        if self.enabled and (self._rescore_min > 0 or self._classifiers):
+        if self._looks:
             melspec, embedding = (verified_path(models_dir, name) for name in FEATURE_MODELS)
-            self._melspec, self._embedding = _session(melspec), _session(embedding)
-            self._models = {w: _session(p) for w, p in resolved.items()}
+            self._melspec, self._embedding = session(melspec), session(embedding)
+            # Wake models only for the re-score, i.e. for words without a classifier.
+            if self._rescore_min > 0:
+                self._models = {w: session(p) for w, p in resolved.items() if w not in self._classifiers}
 
     def check(self, word: str, score: float, audio: np.ndarray, scores: Sequence[float]) -> Verdict:
         """Judge a wake of ``word`` that fired with ``score``.
@@ -145,7 +140,7 @@ class WakeVerifier:
         recent = list(scores)[-(self.frames_after + 1):]
         if max([score, *recent]) < self._peaks[word]:
             return Verdict(False, "weak_peak")
-        if not self._models:
+        if not self._looks:
             return Verdict(True, "confirmed")
         features = self.features(audio)
         classifier = self._classifiers.get(word)
@@ -154,7 +149,7 @@ class WakeVerifier:
             # classifier kept, and rejected no false wake the classifier let through.
             if classifier.probability(features) < classifier.threshold:
                 return Verdict(False, "classifier_rejects")
-        elif self._rescore_min > 0 and self.rescore(word, features) < self._rescore_min:
+        elif word in self._models and self.rescore(word, features) < self._rescore_min:
             return Verdict(False, "rescore_disagrees")
         return Verdict(True, "confirmed")
 
@@ -169,9 +164,10 @@ class WakeVerifier:
         features = np.zeros((_EMBEDDINGS, 96), dtype=np.float32)
         if n > 0:
             starts = [len(spec) - _MEL_WINDOW - _MEL_STEP * k for k in range(min(n, _EMBEDDINGS))][::-1]
-            windows = np.stack([spec[s:s + _MEL_WINDOW] for s in starts])[..., None].astype(np.float32)
-            emb = self._embedding.run(None, {"input_1": windows})[0].reshape(-1, 96)
-            features[_EMBEDDINGS - len(emb):] = emb
+            first = _EMBEDDINGS - len(starts)
+            for row, s in enumerate(starts, first):  # one window per run: a batch costs memory for good
+                window = spec[s:s + _MEL_WINDOW][None, :, :, None].astype(np.float32)
+                features[row] = self._embedding.run(None, {"input_1": window})[0].reshape(96)
         return features
 
     def rescore(self, word: str, features: np.ndarray) -> float:
