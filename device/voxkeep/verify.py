@@ -11,7 +11,7 @@ end, not to the streaming hop) and judged by a per-word logistic regression ship
 ``data/wake_classifiers.npz``. It was trained (bench/train_verifier.py) on the TUNE split only: synthesized
 wake phrases against the places where the wake model fired or came close on real speech and on
 synthesized near-misses. On the REPORT split it cut false wakes on real speech from 14.4 to 0.8 an hour
-for 2 points of recall (bench/README-falsewakes.md). Words without a shipped classifier (custom .onnx
+for 2 points of recall (README, "False wakes"). Words without a shipped classifier (custom .onnx
 models) fall back to the re-score: the wake model itself on the fresh window must reach
 ``verify_rescore``. ``verify_peak`` optionally also demands the streaming score rise that high soon after
 the wake (a chance resemblance often touches the threshold and falls back); off at the default 0.5.
