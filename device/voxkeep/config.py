@@ -72,7 +72,7 @@ class WakeSettings:
     verify_frames_after: int = 2
     """Frames (80 ms each) the second look waits after a wake for the score to confirm it."""
     verify_peak: float = 0.5
-    """Score the wake word must reach within those frames, else "weak_peak"; 0.95 cuts false wakes 5x, costs recall."""
+    """Score the wake word must reach within those frames, else "weak_peak"; 0.5 (the default) checks nothing more."""
     verify_peaks: dict[str, float] = field(default_factory=dict)
     """Per-word override of verify_peak, e.g. { hey_jarvis = 0.9 }."""
     verify_rescore: float = 0.1
