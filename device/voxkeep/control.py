@@ -108,12 +108,12 @@ class ControlServer:
             self.path.unlink(missing_ok=True)
 
     def _serve(self, conn: socket.socket, rfile: Any, wfile: Any) -> None:
+        line = rfile.readline(MAX_REQUEST + 1)  # read first, so a refused client still gets its answer
         uid = _peer_uid(conn)
         if not _allowed(uid):
             log.warning("refused a control connection from uid %d", uid)
             reply: dict[str, Any] = {"ok": False, "message": "only the speaker's owner may control it"}
         else:
-            line = rfile.readline(MAX_REQUEST + 1)
             try:
                 request = json.loads(line)
                 if not isinstance(request, dict) or len(line) > MAX_REQUEST:
