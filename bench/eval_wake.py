@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="wake.verify_peak to evaluate (default: the config default; 0.95 is the strict point)")
     parser.add_argument("--verify-rescore", type=float, default=WakeSettings.verify_rescore,
                         help="wake.verify_rescore to evaluate (0 turns the re-score off)")
+    parser.add_argument("--verify-sure", type=float, default=WakeSettings.verify_sure,
+                        help="wake.verify_sure to evaluate (a peak this high skips the classifier; 1.0 = never)")
     parser.add_argument("--no-classifier", action="store_true",
                         help="evaluate with wake.verify_classifier = false (the re-score and peak alone)")
     args = parser.parse_args(argv)
@@ -188,9 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         corpus.main([])
     models_dir = default_models_dir()
     settings = WakeSettings(words=list(WORDS), verify=True, verify_peak=args.verify_peak,
-                            verify_rescore=args.verify_rescore, verify_classifier=not args.no_classifier)
+                            verify_rescore=args.verify_rescore, verify_classifier=not args.no_classifier,
+                            verify_sure=args.verify_sure)
     verifier = WakeVerifier(settings, models_dir)
     print(f"verified = voxkeep's second look with wake.verify_peak = {settings.verify_peak}, "
+          f"verify_sure = {settings.verify_sure}, "
           f"verify_rescore = {settings.verify_rescore}, verify_classifier = {settings.verify_classifier}")
     cpu_ms: list[float] = []
     log: list[dict] = []

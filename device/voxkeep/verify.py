@@ -109,6 +109,7 @@ class WakeVerifier:
         # Verification off loads nothing: the daemon then needs no models beyond the detector's.
         resolved = dict(resolve_wake_word(spec, models_dir) for spec in settings.words) if self.enabled else {}
         self._peaks = {w: settings.verify_peaks.get(w, settings.verify_peak) for w in resolved}
+        self._sure = settings.verify_sure
         self._rescore_min = settings.verify_rescore
         self._classifiers: dict[str, EmbeddingClassifier] = {}
         if self.enabled and settings.verify_classifier:
@@ -138,9 +139,10 @@ class WakeVerifier:
         if word not in self._peaks:
             raise ValueError(f"wake word {word!r} is not configured for verification")
         recent = list(scores)[-(self.frames_after + 1):]
-        if max([score, *recent]) < self._peaks[word]:
+        peak = max([score, *recent])
+        if peak < self._peaks[word]:
             return Verdict(False, "weak_peak")
-        if not self._looks:
+        if not self._looks or peak >= self._sure:
             return Verdict(True, "confirmed")
         features = self.features(audio)
         classifier = self._classifiers.get(word)
