@@ -21,7 +21,8 @@ FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
 
 def frame_dbfs(frame: np.ndarray) -> float:
     """Level of one frame in dB relative to full scale (silence is -100)."""
-    rms = math.sqrt(float(np.dot(frame.astype(np.float32), frame.astype(np.float32))) / len(frame))
+    f = frame.astype(np.float32)
+    rms = math.sqrt(float(np.dot(f, f)) / len(f))
     return 20.0 * math.log10(rms / 32768.0) if rms > 0.5 else -100.0
 
 

@@ -199,6 +199,8 @@ class Daemon:
                 self._submit(done)
             return
         self._endpointer.observe(level)
+        if not (hits or self._due):
+            return  # the common case: nothing to look at, nothing allocated
         # Several models may fire on one phrase ("hey jarvis" also scores as hey_marvin): best first.
         self._due = [(f, h) for f, h in self._due if f >= self.stats.frames]
         self._due += [(self.stats.frames + self._look_ahead, h) for h in hits]
