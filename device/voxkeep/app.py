@@ -118,9 +118,7 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
     state_dir = private_dir(settings.state_path)
     source = source or make_source(settings.audio.input, settings.audio.device, pa_module=pa_module)
     detector = WakeDetector(settings.wake, settings.models_path)
-    holder: dict[str, Daemon] = {}
-    privacy = PrivacyState(state_dir / STATE_FILE, allow_voice_resume=settings.commands.allow_voice_resume,
-                           clock=lambda: holder["daemon"].clock() if holder else 0.0)
+    privacy = PrivacyState(state_dir / STATE_FILE, allow_voice_resume=settings.commands.allow_voice_resume)
     if privacy.load_problem:
         log.error("%s", privacy.load_problem)
     bus = EventBus(live=source.live)
@@ -165,7 +163,8 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
                     stop=stop, tone_guard=(lambda: time.monotonic() < tones.playing_until()) if tones.enabled
                     else None, watchdog=_Watchdog() if sdnotify.watchdog_interval() else None,
                     **({"wall_clock": wall_clock} if wall_clock else {}))
-    holder["daemon"] = app.daemon = daemon
+    app.daemon = daemon
+    privacy.clock = daemon.clock
 
     app.starters.append(lambda: _vault_startup(vault, bus, daemon))
     app.starters.append(forwarder.start)

@@ -113,7 +113,8 @@ class PrivacyState:
                  clock: Callable[[], float] = lambda: 0.0) -> None:
         self._path = path
         self._allow_voice_resume = allow_voice_resume
-        self._clock = clock
+        self.clock = clock
+        """Stamps events with audio time; the daemon sets it to its own clock once it exists."""
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._observers: list[Observer] = []
@@ -157,7 +158,7 @@ class PrivacyState:
 
     def current_event(self, cause: str) -> State:
         """A State event describing now, e.g. to announce the state at start-up."""
-        return State(t=self._clock(), mode=self.mode.value, mic_open=self._mic_open, cause=cause)
+        return State(t=self.clock(), mode=self.mode.value, mic_open=self._mic_open, cause=cause)
 
     # -- changing --------------------------------------------------------------------------------
     def request(self, action: str, cause: str) -> Outcome:
