@@ -166,6 +166,11 @@ VOICES = {
 SPEEDS = (125, 155, 185)
 PITCH_SEMITONES = (-2.0, 0.0, 2.5)
 NOISES = ("clean", "white20", "speech10")
+LOW_NOISES = ("brown10", "pink15", "brown20", "pink25")
+"""Rumbling conditions (dishwasher, fan, traffic) for the separate ``wake-low-*`` streams: the verifier once
+refused clear wakes over brown noise at 20 dB, having heard only white noise and babble."""
+LOW_LEAD = 2.0
+"""Seconds of rumble alone before each of those phrases: the verifier's whole 2 s window hears it."""
 COMMANDS = ("", "what time is it", "turn on the kitchen lights")
 
 
@@ -193,31 +198,60 @@ def _shift(audio: np.ndarray, factor: float) -> np.ndarray:
     return np.clip(out, -32768, 32767).astype(np.int16)
 
 
-def _mix(clean: np.ndarray, noise: str, rng: np.random.Generator, babble: np.ndarray) -> np.ndarray:
-    """Add white noise or real background speech at the named signal-to-noise ratio (dB)."""
+def coloured_noise(colour: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Brown (1/f^2 power) or pink (1/f power) noise, shaped in the frequency domain, unit variance.
+
+    Why in the frequency domain: one FFT gives both colours, and leaving out the lowest bins (below
+    20 Hz) removes the DC drift a real microphone's coupling would block anyway.
+    """
+    spectrum = np.fft.rfft(rng.normal(0.0, 1.0, n))
+    freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+    gain = np.zeros_like(freqs)
+    audible = freqs >= 20.0
+    gain[audible] = freqs[audible] ** (-1.0 if colour == "brown" else -0.5)
+    out = np.fft.irfft(spectrum * gain, n)
+    return (out / max(float(out.std()), 1e-12)).astype(np.float32)
+
+
+def _mix(clean: np.ndarray, noise: str, rng: np.random.Generator, babble: np.ndarray,
+         lead: float = 0.0) -> np.ndarray:
+    """Add white, brown or pink noise or real background speech at the named signal-to-noise ratio (dB).
+
+    ``lead``: seconds of noise alone before the speech. Why: a steady noise (a dishwasher) is there
+    before the phrase too; with digital silence there the verifier learnt "silence, then speech" as part
+    of a wake and refused wakes over a rumble that had been running all along.
+    """
     if noise == "clean":
         return clean
-    x = clean.astype(np.float32)
+    speech_power = float(np.mean(clean.astype(np.float32) ** 2))
+    x = np.concatenate([np.zeros(int(lead * SAMPLE_RATE), dtype=np.float32), clean.astype(np.float32)])
     if noise.startswith("white"):
         bg = rng.normal(0.0, 1.0, len(x)).astype(np.float32)
+    elif noise.startswith(("brown", "pink")):
+        bg = coloured_noise(re.sub(r"\d", "", noise), len(x), rng)
     else:
         start = int(rng.integers(0, len(babble) - len(x)))
         bg = babble[start:start + len(x)].astype(np.float32)
     snr_db = float(re.sub(r"[a-z]", "", noise))
-    power = float(np.mean(x ** 2)) / (10 ** (snr_db / 10))
+    power = speech_power / (10 ** (snr_db / 10))
     bg *= np.sqrt(power / max(float(np.mean(bg ** 2)), 1e-9))
     return np.clip(x + bg, -32768, 32767).astype(np.int16)
 
 
-def build_wake(split: str) -> None:
-    """Wake phrases for every bundled word: voice x speed x pitch x noise x carrier, 1 in 3 combinations."""
+def build_wake(split: str, low: bool = False) -> None:
+    """Wake phrases for every bundled word: voice x speed x pitch x noise x carrier, 1 in 3 combinations.
+
+    ``low``: the same phrases over rumbling noise (``LOW_NOISES``), as separate ``wake-low-*`` streams so
+    their recall is reported as its own condition.
+    """
     babble = np.load(cache_dir() / "streams" / split / ("real-fillets-ng-data-cs.npy" if split == "tune"
                                                         else "real-fillets-ng-data-nl.npy"), mmap_mode="r")
     for word, phrase in WAKE_PHRASES.items():
-        name = f"wake-{word}"
+        name = f"wake-low-{word}" if low else f"wake-{word}"
         if (cache_dir() / "streams" / split / f"{name}.npy").exists():
             continue
-        rng = np.random.default_rng(int(hashlib.sha256(f"{split}{word}".encode()).hexdigest()[:8], 16))
+        seed = f"{split}{word}low" if low else f"{split}{word}"
+        rng = np.random.default_rng(int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16))
         clips = []
         for vi, voice in enumerate(VOICES[split]):
             for si, speed in enumerate(SPEEDS):
@@ -225,14 +259,15 @@ def build_wake(split: str) -> None:
                     # One third of the combinations, chosen so that per voice every noise meets every
                     # carrier once and each speed and pitch thrice (a counter modulo 3 once picked only
                     # "speech10" with one carrier, and the verifier learnt the babble).
-                    noise = NOISES[-(vi + si + pi) % 3]
+                    noise = (LOW_NOISES[(vi + si + 2 * pi) % len(LOW_NOISES)] if low
+                             else NOISES[-(vi + si + pi) % 3])
                     command = COMMANDS[(si + 2 * pi) % 3]
                     text = f"{phrase}, {command}" if command else phrase
                     audio = _shift(_tts(text, voice, speed), 2 ** (pitch / 12))
                     clips.append((f"{voice.engine}:{voice.name}|{speed}|{pitch}|{noise}|{text}",
-                                  _mix(audio, noise, rng, babble)))
+                                  _mix(audio, noise, rng, babble, LOW_LEAD if low else 0.0)))
         stream, spans = _join(clips, WAKE_GAP_SECONDS)
-        _save(name, split, stream, spans, {"kind": "wake", "word": word})
+        _save(name, split, stream, spans, {"kind": "wake", "word": word, "condition": "low" if low else "mixed"})
         print(f"{split}: {name} {len(spans)} clips")
 
 
@@ -288,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     for split in SPLITS:
         build_wake(split)
         build_negatives(split)
+        build_wake(split, low=True)
     return 0
 
 

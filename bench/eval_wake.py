@@ -11,8 +11,10 @@ stream in the eval cache (keyed by the models' checksums), so re-running after a
 only the checks.
 
 Figures: recall = share of wake clips with an accepted hit of that word from the clip's start to 1 s past
-its end; false wakes per hour on real speech (no wake word in it); false wakes on synthesized negatives
-(plain prose and near-misses such as "a lexus", "hey travis"). CPU ms per check is process time.
+its end, on the mixed clips (clean, white noise, babble) and separately on the rumbling ones (brown and
+pink noise, ``wake-low-*`` streams), each also per noise condition; false wakes per hour on real speech
+(no wake word in it); false wakes on synthesized negatives (plain prose and near-misses such as "a lexus",
+"hey travis"). CPU ms per check is process time.
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ class Tally:
     synth_bare: int = 0
     synth_verified: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    low_clips: int = 0
+    low_bare: int = 0
+    low_verified: int = 0
+    by_noise: dict[str, list[int]] = field(default_factory=dict)
+    """Noise condition -> [clips, recalled bare, recalled verified], over every wake stream."""
 
 
 def context(s: Scored, frame: int, word: str, frames_after: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,11 +133,21 @@ def evaluate(split: str, models_dir: Path, verifier: WakeVerifier, cpu_ms: list[
             t = tallies[s.meta["word"]]
             ends = [((f + 1) * FRAME_SAMPLES, ok) for (f, w, _), ok in zip(s.hits, accepted, strict=True)
                     if w == s.meta["word"]]
+            low = s.meta.get("condition") == "low"
             for span in s.meta["spans"]:
                 inside = [ok for e, ok in ends if span["start"] < e <= span["end"] + RECALL_TAIL]
-                t.clips += 1
-                t.recalled_bare += bool(inside)
-                t.recalled_verified += any(inside)
+                if low:
+                    t.low_clips += 1
+                    t.low_bare += bool(inside)
+                    t.low_verified += any(inside)
+                else:
+                    t.clips += 1
+                    t.recalled_bare += bool(inside)
+                    t.recalled_verified += any(inside)
+                counts = t.by_noise.setdefault(span["label"].split("|")[3], [0, 0, 0])
+                counts[0] += 1
+                counts[1] += bool(inside)
+                counts[2] += any(inside)
             continue
         for w in WORDS:
             n_bare = sum(1 for _, hw, _ in s.hits if hw == w)
@@ -171,6 +188,21 @@ def report(split: str, tallies: dict[str, Tally]) -> None:
           f"{total.real_bare / h:10.2f} {total.real_verified / h:9.2f} {total.synth_bare:14d} "
           f"{total.synth_verified:9d}")
     print(f"   (real false wakes: {total.real_bare} bare, {total.real_verified} verified)")
+    low = [(w, t) for w, t in tallies.items() if t.low_clips]
+    if low:
+        print(f"\n{'rumbling':12} {'recall bare':>11} {'verified':>9}   (brown/pink noise clips, per word)")
+        for w, t in low:
+            print(f"{w:12} {t.low_bare / t.low_clips:11.3f} {t.low_verified / t.low_clips:9.3f}")
+        n, bare, ok = (sum(t.low_clips for _, t in low), sum(t.low_bare for _, t in low),
+                       sum(t.low_verified for _, t in low))
+        print(f"{'all four':12} {bare / n:11.3f} {ok / n:9.3f}")
+    noises: dict[str, list[int]] = {}
+    for t in tallies.values():
+        for noise, counts in t.by_noise.items():
+            noises[noise] = [a + b for a, b in zip(noises.get(noise, [0, 0, 0]), counts, strict=True)]
+    print(f"\n{'noise':12} {'clips':>5} {'recall bare':>11} {'verified':>9}   (all four words)")
+    for noise, (n, bare, ok) in sorted(noises.items()):
+        print(f"{noise:12} {n:5d} {bare / n:11.3f} {ok / n:9.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-classifier", action="store_true",
                         help="evaluate with wake.verify_classifier = false (the re-score and peak alone)")
     args = parser.parse_args(argv)
-    if not (corpus.cache_dir() / "streams" / "report" / "synth-negatives.npy").exists():
+    if not (corpus.cache_dir() / "streams" / "report" / "wake-low-hey_marvin.npy").exists():  # built last
         corpus.main([])
     models_dir = default_models_dir()
     settings = WakeSettings(words=list(WORDS), verify=True, verify_peak=args.verify_peak,

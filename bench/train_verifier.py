@@ -10,6 +10,8 @@ daemon's buffered audio exactly as ``WakeVerifier.features`` does at run time.
 Examples, all from the TUNE split (bench/corpus.py; REPORT is never read here):
 - positives: every place in a synthesized wake clip where that word's model fired or came close
   (score > 0.1), seen at three look-ahead offsets so the decision does not hinge on the exact frame;
+  the clips include brown and pink rumble that starts before the phrase (``wake-low-*``), without which
+  the classifier refused clear wakes over a dishwasher;
 - negatives: every such place in real speech (Czech acted dialogue, KLettres) and synthesized prose and
   near-misses, plus other words' wake phrases.
 Standardisation is folded into the weights, so the run-time check is one dot product.

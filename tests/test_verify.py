@@ -81,9 +81,12 @@ def test_silence_is_rejected_by_the_classifier_or_without_it_by_the_rescore(mode
 
 
 def test_a_sure_wake_in_rumbling_noise_is_kept(models_dir: Path) -> None:
-    """The classifier never heard low-frequency noise; a wake the model is sure of is kept anyway."""
+    """A clear wake over a dishwasher's rumble (brown noise at 20 dB, running before the phrase too) is kept.
+
+    The classifier once refused it (probability 0.03): it had heard white noise and chatter only, and
+    digital silence before every wake phrase. It is now trained over brown and pink noise as well.
+    """
     from voxkeep.testing.speech import silence, speak
-    from voxkeep.wake import WakeDetector
 
     verifier = WakeVerifier(WakeSettings(words=["alexa"]), models_dir)
     rng = np.random.default_rng(3)
@@ -95,6 +98,7 @@ def test_a_sure_wake_in_rumbling_noise_is_kept(models_dir: Path) -> None:
     detector = WakeDetector(WakeSettings(words=["alexa"]), models_dir)
     scores: list[float] = []
     verdicts = []
+    windows = []
     due = None
     for i in range(len(audio) // 1280):
         hits = detector.process(audio[i * 1280:(i + 1) * 1280])
@@ -103,10 +107,13 @@ def test_a_sure_wake_in_rumbling_noise_is_kept(models_dir: Path) -> None:
             due = i + verifier.frames_after
         if i == due:
             end = (i + 1) * 1280
-            verdicts.append(verifier.check("alexa", scores[due - verifier.frames_after],
-                                           audio[end - 32000:end], scores[-25:]))
+            windows.append(audio[end - 32000:end])
+            verdicts.append(verifier.check("alexa", scores[due - verifier.frames_after], windows[-1], scores[-25:]))
     assert max(scores) >= 0.98
     assert verdicts == [Verdict(True, "confirmed")]
+    # Kept by the classifier's own look, not by a bypass for sure wakes.
+    classifier = verify_module.load_classifiers()["alexa"]
+    assert classifier.probability(verifier.features(windows[0])) >= classifier.threshold
 
 
 @pytest.mark.parametrize(("text", "word", "voice"), [("alexa", "alexa", "en-us"), ("hey jarvis", "hey_jarvis", "en"),
