@@ -59,11 +59,14 @@ class RunStats:
     frames: int = 0
     wakes: int = 0
     rejected: int = 0
+    frames_scored: int = 0
+    """Frames the wake models actually ran on (the rest, the room was quiet)."""
     extra: dict[str, int] = field(default_factory=dict)
 
     def summary(self, description: str) -> str:
         speed = self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
-        parts = [f"{self.wakes} wake(s)", f"{self.rejected} rejected"]
+        parts = [f"{self.wakes} wake(s)", f"{self.rejected} rejected",
+                 f"models ran on {100 * self.frames_scored / max(self.frames, 1):.0f} % of frames"]
         parts += [f"{v} {k}" for k, v in self.extra.items()]
         return (f"voxkeep: {description}: {self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s "
                 f"({speed:.0f}x real time): " + ", ".join(parts))
@@ -125,6 +128,7 @@ class Daemon:
             self.stats.audio_seconds = self.t
             self.stats.wall_seconds = time.monotonic() - started
             self.stats.extra.update(self.worker.stats)
+            self.stats.frames_scored = self.detector.frames_scored
         return self.stats
 
     def _loop(self) -> None:

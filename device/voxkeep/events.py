@@ -1,7 +1,7 @@
 """The event stream: one frozen dataclass per event type, the only definition of each wire form.
 
 Events are written as JSON Lines (``--events``), published on MQTT and asserted by tests, all through
-``to_dict``/``from_dict`` here. ``t`` is always seconds of audio since the input started, so a replay of
+``to_dict`` here. ``t`` is always seconds of audio since the input started, so a replay of
 the same audio gives the same stream. Fields are only ever added, never renamed: consumers rely on them.
 """
 
@@ -37,18 +37,6 @@ class Event:
     def to_json(self) -> str:
         """One JSON Lines record."""
         return json.dumps(self.to_dict(), separators=(", ", ": "))
-
-    @staticmethod
-    def from_dict(data: dict[str, Any]) -> Event:
-        """Parse a wire-form dict back into its event class; raise VoxkeepError on anything else."""
-        cls = EVENT_TYPES.get(str(data.get("type")))
-        if cls is None:
-            raise VoxkeepError(f"unknown event type {data.get('type')!r}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in names})
-        except TypeError as exc:
-            raise VoxkeepError(f"malformed {cls.TYPE} event: {exc}") from None
 
 
 @dataclass(frozen=True)

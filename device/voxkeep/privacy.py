@@ -141,10 +141,6 @@ class PrivacyState:
     def mic_open(self) -> bool:
         return self._mic_open
 
-    @property
-    def switch_engaged(self) -> bool:
-        return self._switch_engaged
-
     def snapshot(self) -> dict[str, Any]:
         """The state as plain data, for status, MQTT and the control socket."""
         with self._lock:

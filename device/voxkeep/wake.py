@@ -57,10 +57,6 @@ class WakeDetector:
         self._frame = 0
         self.last_scores: dict[str, float] = dict.fromkeys(names, 0.0)
 
-    def threshold(self, word: str) -> float:
-        """The threshold in force for ``word``."""
-        return self._thresholds[word]
-
     def process(self, frame: np.ndarray) -> list[WakeHit]:
         """Score one frame; return the words that woke on it."""
         scores = self._engine.process(frame)
@@ -77,11 +73,6 @@ class WakeDetector:
     def reset(self) -> None:
         """Forget buffered audio, e.g. after the microphone was closed and reopened."""
         self._engine.reset()
-
-    @property
-    def listening(self) -> bool:
-        """Whether the models ran on the latest frame (False: the gate judged the room quiet)."""
-        return self._engine.gate_open
 
     @property
     def frames_scored(self) -> int:
