@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-command install of voxkeep on Raspberry Pi OS Bookworm (Lite). Safe to run again to upgrade:
+# One-command install of voxkeep on Raspberry Pi OS Bookworm or Trixie (Lite), or plain Debian 12/13. Safe to run again to upgrade:
 # the config in /etc/voxkeep is kept, the recordings in /var/lib/voxkeep are never touched.
 #
 #   sudo hw/install.sh [--no-start] [--root DIR] [--dry-run]
@@ -16,8 +16,7 @@ APT_PACKAGES=(
     python3 python3-venv python3-dev build-essential   # the virtual environment and wheels without binaries
     portaudio19-dev libportaudio2 alsa-utils            # microphone and speaker (PyAudio), arecord for checks
     libsndfile1                                         # soundfile
-    python3-lgpio                                       # gpiozero's pin library on Bookworm (Pi 5 too)
-    swig liblgpio-dev                                   # lets pip build lgpio if the system one is not seen
+    swig                                                # lets pip build lgpio where apt has none (plain Debian)
     ca-certificates                                     # TLS to the MQTT broker
 )
 
@@ -31,13 +30,25 @@ for arg in "${EXTRA_ARGS[@]}"; do
     esac
 done
 
+# gpiozero's pin library (Pi 5 too): Raspberry Pi OS packages it, plain Debian does not, and then pip builds
+# it into the venv from PyPI, statically linked (PYPI=1), which needs only swig and a compiler.
+if apt-cache show python3-lgpio >/dev/null 2>&1; then
+    APT_PACKAGES+=(python3-lgpio)
+    LGPIO_FROM_PIP=0
+else
+    LGPIO_FROM_PIP=1
+fi
+
 [ -f "$SRC/pyproject.toml" ] || die "$SRC is not a voxkeep source tree; run hw/install.sh from the checkout"
 [ -f "$SRC/device/config.example.toml" ] || die "$SRC/device/config.example.toml is missing; use a complete checkout"
 
 if [ -r "$ROOT/etc/os-release" ]; then
     # shellcheck disable=SC1091
     codename="$(. "$ROOT/etc/os-release" && echo "${VERSION_CODENAME:-}")"
-    [ "$codename" = bookworm ] || say "warning: made for Raspberry Pi OS Bookworm, this is '${codename:-unknown}'"
+    case "$codename" in
+        bookworm|trixie) ;;
+        *) say "warning: made for Raspberry Pi OS Bookworm or Trixie, this is '${codename:-unknown}'" ;;
+    esac
 fi
 
 say "installing system packages"
@@ -64,10 +75,11 @@ run udevadm trigger --subsystem-match=gpio
 
 say "installing voxkeep into $PREFIX/venv"
 install -d -m 0755 "$ROOT$PREFIX" "$ROOT$PREFIX/hw"
-# System site packages: python3-lgpio comes from apt, matched to the kernel's GPIO interface.
+# System site packages: python3-lgpio, where apt has it, matched to the kernel's GPIO interface.
 [ -x "$ROOT$PREFIX/venv/bin/python" ] || run python3 -m venv --system-site-packages "$PREFIX/venv"
 run "$PREFIX/venv/bin/pip" install --no-cache-dir --upgrade pip
 run "$PREFIX/venv/bin/pip" install --no-cache-dir --upgrade "$SRC"
+[ "$LGPIO_FROM_PIP" = 0 ] || run env PYPI=1 "$PREFIX/venv/bin/pip" install --no-cache-dir --no-binary lgpio lgpio
 install -m 0644 "$HERE/README.md" "$HERE/wiring.svg" "$ROOT$PREFIX/hw/"
 # The owner's commands (voxkeep mute, status, ...) on everyone's PATH.
 install -d -m 0755 "$ROOT/usr/local/bin"
