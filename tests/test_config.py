@@ -49,6 +49,60 @@ def test_mistakes_name_the_key_and_what_is_allowed(tmp_path: Path, toml: str, wo
         assert word in str(err.value)
 
 
+def _numeric_keys() -> list[str]:
+    """Every number key of the config, as the TOML dotted name (tables and lists get one example entry)."""
+    import dataclasses
+    import typing
+
+    keys = []
+    for section in dataclasses.fields(Settings):
+        cls = section.type if dataclasses.is_dataclass(section.type) else None
+        if cls is None:
+            cls = typing.get_type_hints(Settings)[section.name]
+        if not dataclasses.is_dataclass(cls):
+            continue
+        for f, tp in typing.get_type_hints(cls).items():
+            inner = typing.get_args(tp)
+            if tp in (int, float) or set(inner) & {int, float}:
+                keys.append(f"{section.name}.{f}" + (".alexa" if typing.get_origin(tp) is dict else ""))
+    return keys
+
+
+@pytest.mark.parametrize("key", _numeric_keys())
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e300"])
+def test_every_number_has_a_finite_range(tmp_path: Path, key: str, value: str) -> None:
+    section, rest = key.split(".", 1)
+    path = tmp_path / "config.toml"
+    name, _, sub = rest.partition(".")
+    path.write_text(f"[{section}]\n{name} = {{ {sub} = {value} }}\n" if sub else f"[{section}]\n{name} = {value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    if "must be an integer" not in str(err.value):  # integer keys refuse a float before any range check
+        assert key.replace(".alexa", "") in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("toml,words", [
+    ('[mqtt]\ndiscovery_prefix = "home/#"', ["mqtt.discovery_prefix", "wildcards"]),
+    ('[mqtt]\ndiscovery_prefix = "home/+/x"', ["mqtt.discovery_prefix", "wildcards"]),
+    ('[mqtt]\nhost = "b"\n[forward]\nmqtt_topic = "voxkeep/#"', ["forward.mqtt_topic", "wildcards"]),
+    ("[commands]\nmax_seconds = 1e9", ["commands.max_seconds", "between"]),
+    ("[wake]\nthresholds = { alexa = nan }", ["wake.thresholds.alexa", "finite"]),
+    ("[wake]\nverify_peaks = { alexa = 2 }", ["wake.verify_peaks.alexa", "between 0 and 1"]),
+    ("[forward]\ntimeout_seconds = 0", ["forward.timeout_seconds"]),
+    ('[forward]\nhttp_url = "ftp://x/"', ["forward.http_url"]),
+    ("[wake]\nthreshold = 1" + "0" * 400, ["wake.threshold", "large"]),
+    ("a = " + "[" * 3000 + "]" * 3000, ["nested too deeply"]),
+])
+def test_values_run_used_to_crash_on_are_refused_by_config_check_and_run_alike(tmp_path: Path, toml: str,
+                                                                              words: list[str]) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(toml)
+    for argv in (("config", "check"), ("run", "--input", str(tmp_path / "x.wav"))):
+        proc = run_cli(*argv, "--config", str(path), "--state-dir", str(tmp_path / "state"))
+        line = one_error_line(proc.stderr)
+        assert proc.returncode == 1 and all(w in line for w in words), line
+
+
 def test_flags_override_the_file(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[wake]\nwords = ["alexa"]\nthreshold = 0.6\n')

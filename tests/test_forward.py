@@ -4,6 +4,7 @@ and a Wyoming speech-to-text server. What each receives is compared byte for byt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import ssl
@@ -444,7 +445,122 @@ def test_http_errors_are_retried_only_when_it_can_help(state_dir: Path, vault: V
     (entry,) = device.audit("forward_failed")
     assert str(status) in entry["error"]
     assert entry["attempts"] == attempts if attempts else entry["attempts"] >= 2
-    assert device.of(Forwarded) == [] and vault.list()[0].forwarded_to == ()
+    assert device.of(Forwarded) == []
+    # The body was sent before the answer came, so the audio did reach the server: that is on record.
+    reached = device.audit("forwarded")
+    assert len(reached) == entry["attempts"] == len(spy.bodies)
+    assert all(str(status) in e["unconfirmed"] for e in reached)
+    assert vault.list()[0].forwarded_to == ("http",) * entry["attempts"]
+    assert any("reached http" in n.message for n in device.of(Notice))
+
+
+class RawHttp:
+    """A loopback server that reads one request and then answers with ``reply(conn)``: drips, floods, holds."""
+
+    def __init__(self, reply: Callable[[Any], None]) -> None:
+        import socket
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.reply = reply
+        self.requests = 0
+        self.written = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/voice"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(65536)
+                length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n")
+                                  if ln.lower().startswith(b"content-length")))
+                body = head.split(b"\r\n\r\n", 1)[1]
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.requests += 1
+                with contextlib.suppress(OSError):  # the client hung up on us: what the tests want to see
+                    self.reply(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_sink_dripping_its_answer_is_cut_at_a_total_deadline(state_dir: Path, vault: Vault,
+                                                                said: list[np.ndarray]) -> None:
+    stop = threading.Event()
+
+    def drip(conn: Any) -> None:  # one byte every 0.3 s: never idle for a whole 1 s timeout
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+            if stop.wait(0.3):
+                return
+            conn.sendall(bytes([byte]))
+
+    server = RawHttp(drip)
+    try:
+        device = Device(settings_for(state_dir, http=server.url, timeout_seconds=1.0, retry_seconds=0.0), vault)
+        vault.consent("http", "grant", "cli")
+        device.say(said[0])
+        device.settle()
+        device.close()
+    finally:
+        stop.set()
+        server.close()
+    assert device.of(Forwarded) == []
+    (failed,) = device.audit("forward_failed")
+    assert "longer than forward.timeout_seconds = 1 s in all" in failed["error"]
+    (reached,) = device.audit("forwarded")  # the whole body had gone before the answer stalled
+    assert "after the audio was sent" in reached["unconfirmed"]
+
+
+def test_a_revoke_during_a_transfer_ends_it_and_nothing_reports_success(state_dir: Path, vault: Vault,
+                                                                       said: list[np.ndarray],
+                                                                       http_spy: HttpSpy) -> None:
+    device = Device(settings_for(state_dir, http=http_spy.url, timeout_seconds=60.0), vault)
+    vault.consent("http", "grant", "cli")
+    http_spy.hold.clear()
+    device.say(said[0])
+    assert http_spy.entered.wait(10)
+    revoke_consent(vault, None, "voice")
+    device.settle()  # ends without the server answering: the revoke stopped the transfer
+    http_spy.hold.set()
+    device.close()
+    assert device.of(Forwarded) == []
+    (reached,) = device.audit("forwarded")
+    assert "consent was withdrawn" in reached["unconfirmed"]
+    assert any("reached http" in n.message for n in device.of(Notice))
+
+
+def test_a_flood_of_an_answer_is_read_only_so_far(state_dir: Path, vault: Vault, said: list[np.ndarray]) -> None:
+    total = 256 * 1024 * 1024
+
+    def flood(conn: Any) -> None:
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n".encode())
+        block = b"x" * 65536
+        for _ in range(total // len(block)):
+            conn.sendall(block)
+            server.written += len(block)
+
+    server = RawHttp(flood)
+    try:
+        device = Device(settings_for(state_dir, http=server.url), vault)
+        vault.consent("http", "grant", "cli")
+        device.say(said[0])
+        device.settle()
+        device.close()
+        server.thread.join(30)
+    finally:
+        server.close()
+    assert len(device.of(Forwarded)) == 1  # a 2xx is delivery; the rest of the answer is not our business
+    assert server.written < 16 * 1024 * 1024, f"the sink read {server.written} bytes of the answer"
 
 
 def test_https_is_verified_against_the_configured_ca(state_dir: Path, vault: Vault, said: list[np.ndarray],

@@ -8,13 +8,16 @@ two in step). Command-line flags are applied on top as overrides of the same sha
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -186,7 +189,7 @@ class ForwardSettings:
     wyoming_uri: str = ""
     """tcp://host:port of a Wyoming speech-to-text server for the "wyoming" sink."""
     timeout_seconds: float = 10.0
-    """Per-attempt network timeout."""
+    """Longest one attempt may take in all (connect, send, answer), however slowly the sink trickles."""
     retry_seconds: float = 60.0
     """How long a failed delivery is retried (with doubling waits) before it is dropped and audited; the audio
     waits only in memory, never on disk."""
@@ -250,7 +253,10 @@ def _check(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok:
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ConfigError(f"config key '{key}' is far too large a number; use a sensible value") from None
     elif tp is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     else:
@@ -308,6 +314,8 @@ def parse_config(text: str, source: str = "config") -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: {exc}; fix the TOML syntax there") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to read; a config needs only a few levels") from None
 
 
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
@@ -321,37 +329,104 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
         data = parse_config(text, str(path))
     data = _merge(data, overrides or {})
     settings: Settings = _build(Settings, data, "")
-    _validate(settings)
+    validate(settings)
     return settings
 
 
-def _validate(s: Settings) -> None:
-    """Range checks the type system cannot express."""
-    if not 0.0 < s.wake.threshold < 1.0:
-        raise ConfigError("config key 'wake.threshold' must be between 0 and 1 (exclusive)")
-    for word, thr in s.wake.thresholds.items():
-        if not 0.0 < thr < 1.0:
-            raise ConfigError(f"config key 'wake.thresholds.{word}' must be between 0 and 1 (exclusive)")
+NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    "wake.threshold": (0.0, 1.0), "wake.thresholds.*": (0.0, 1.0), "wake.refractory_seconds": (0.0, 60.0),
+    "wake.verify_frames_after": (0, 25), "wake.verify_peak": (0.0, 1.0), "wake.verify_sure": (0.0, 1.0),
+    "wake.verify_peaks.*": (0.0, 1.0), "wake.verify_rescore": (0.0, 1.0),
+    "wake.verify_classifier_thresholds.*": (0.0, 1.0),
+    "commands.max_seconds": (0.5, 30.0), "commands.silence_seconds": (0.08, 10.0),
+    "commands.min_score": (-100.0, 0.0), "commands.delete_min_score": (-100.0, 0.0),
+    "commands.filler_words": (0, 100_000), "commands.command_weight": (0.0, 50.0),
+    "gpio.led_pin": (0, 53), "gpio.rgb_pins.*": (0, 53), "gpio.button_pin": (0, 53), "gpio.mute_switch_pin": (0, 53),
+    "gpio.long_press_seconds": (0.1, 60.0),
+    "vault.retention_days": (0, 36_500), "vault.max_utterance_seconds": (0.5, 300.0),
+    "vault.preroll_seconds": (0.0, 10.0),
+    "mqtt.port": (1, 65_535), "mqtt.reconnect_min_seconds": (0.01, 3600.0),
+    "mqtt.reconnect_max_seconds": (0.01, 86_400.0),
+    "forward.timeout_seconds": (0.1, 600.0), "forward.retry_seconds": (0.0, 86_400.0),
+}
+"""The finite range (inclusive) of every number a config may hold; ``*`` is any key of a table or list."""
+OTHER_NUMBER_LIMIT = 1e9
+"""Bound on a number without an entry above (a key added later): finite and at most this in size."""
+EXCLUSIVE = {"wake.threshold", "wake.thresholds.*"}
+"""Ranges whose ends are themselves refused (a wake threshold of 0 or 1 accepts or refuses everything)."""
+
+
+def _numbers(obj: Any, prefix: str) -> typing.Iterator[tuple[str, str, float]]:
+    """Every number in the settings as ``(full key, range key, value)``."""
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from _numbers(value, f"{key}.")
+        elif isinstance(value, dict):
+            yield from ((f"{key}.{k}", f"{key}.*", v) for k, v in value.items() if isinstance(v, int | float))
+        elif isinstance(value, list):
+            yield from ((f"{key}[{i}]", f"{key}.*", v) for i, v in enumerate(value) if isinstance(v, int | float))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            yield key, key, value
+
+
+def _check_ranges(s: Settings) -> None:
+    for key, rule, value in _numbers(s, ""):
+        if not math.isfinite(value):
+            raise ConfigError(f"config key '{key}' must be a finite number, not {value!r}")
+        if rule not in NUMBER_RANGES:
+            if abs(value) > OTHER_NUMBER_LIMIT:
+                raise ConfigError(f"config key '{key}' is out of range ({value!r}); use a sensible value")
+            continue
+        low, high = NUMBER_RANGES[rule]
+        inside = low < value < high if rule in EXCLUSIVE else low <= value <= high
+        if not inside:
+            ends = "exclusive" if rule in EXCLUSIVE else "inclusive"
+            raise ConfigError(f"config key '{key}' must be between {low:g} and {high:g} ({ends}), not {value!r}")
+
+
+def _check_topic(key: str, topic: str) -> None:
+    """An MQTT topic we publish to: one concrete topic, never a filter."""
+    if any(c in topic for c in "+#\0") or not topic.strip("/") or "//" in topic.strip("/"):
+        raise ConfigError(f"config key '{key}' {topic!r} must be one MQTT topic without the wildcards + or # "
+                          "and without empty levels, e.g. \"homeassistant\"")
+
+
+def validate(s: Settings) -> None:
+    """Every check the type system cannot express. ``config check`` and ``run`` both come through here."""
+    _check_ranges(s)
     if not s.wake.words:
         raise ConfigError("config key 'wake.words' must name at least one wake word")
-    if s.wake.verify_frames_after < 0:
-        raise ConfigError("config key 'wake.verify_frames_after' must be 0 or more")
-    for key, value in [("verify_peak", s.wake.verify_peak), ("verify_rescore", s.wake.verify_rescore),
-                       *((f"verify_peaks.{w}", v) for w, v in s.wake.verify_peaks.items()),
-                       *((f"verify_classifier_thresholds.{w}", v)
-                         for w, v in s.wake.verify_classifier_thresholds.items())]:
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"config key 'wake.{key}' must be between 0 and 1")
-    if s.wake.refractory_seconds < 0:
-        raise ConfigError("config key 'wake.refractory_seconds' must not be negative")
-    if s.vault.retention_days < 0:
-        raise ConfigError("config key 'vault.retention_days' must be 0 or more")
     if s.log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("config key 'log_level' must be one of debug, info, warning, error")
     if s.gpio.rgb_pins and len(s.gpio.rgb_pins) != 3:
         raise ConfigError("config key 'gpio.rgb_pins' must list exactly three pins: [red, green, blue]")
-    if not 0 < s.mqtt.port < 65536:
-        raise ConfigError("config key 'mqtt.port' must be a port number between 1 and 65535")
+    if s.mqtt.reconnect_min_seconds > s.mqtt.reconnect_max_seconds:
+        raise ConfigError("config key 'mqtt.reconnect_min_seconds' must be at most 'mqtt.reconnect_max_seconds'")
+    _check_topic("mqtt.discovery_prefix", s.mqtt.discovery_prefix)
+    if s.mqtt.device_id and not re.fullmatch(r"[A-Za-z0-9_-]+", s.mqtt.device_id):
+        raise ConfigError(f"config key 'mqtt.device_id' may only hold letters, digits, '_' and '-' (it is "
+                          f"used in MQTT topics and Home Assistant ids), not {s.mqtt.device_id!r}")
+    fwd = s.forward
+    if fwd.mqtt_topic:
+        _check_topic("forward.mqtt_topic", fwd.mqtt_topic)
+        if not s.mqtt.host:
+            raise ConfigError("'forward.mqtt_topic' is set but 'mqtt.host' is empty; set the broker in [mqtt] "
+                              "or clear forward.mqtt_topic")
+    if fwd.http_url:
+        parts = urlsplit(fwd.http_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"'forward.http_url' {fwd.http_url!r} is not an http:// or https:// URL with a "
+                              "host; fix it, e.g. https://homeserver.lan:8443/voice")
+    if fwd.wyoming_uri:
+        parts = urlsplit(fwd.wyoming_uri)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme != "tcp" or not parts.hostname or port is None:
+            raise ConfigError(f"'forward.wyoming_uri' {fwd.wyoming_uri!r} must be tcp://host:port, "
+                              "e.g. tcp://homeassistant.lan:10300")
 
 
 def _toml_value(value: Any) -> str:

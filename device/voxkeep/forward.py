@@ -22,24 +22,25 @@ what voice and MQTT may call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import http.client
 import logging
 import queue
+import socket
 import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 import numpy as np
 
 from . import SAMPLE_RATE
-from .config import ForwardSettings, MqttSettings, Settings
+from .config import ForwardSettings, MqttSettings, Settings, validate
 from .errors import ConfigError, VoxkeepError
 from .events import Event, Forwarded, Notice, Transcript
 from .vault import Vault, wav_bytes
@@ -54,14 +55,20 @@ FIRST_RETRY_SECONDS = 1.0
 """First wait after a failed attempt (doubling after each), at most a quarter of the retry window."""
 CHUNK_SAMPLES = 1600
 """Audio per Wyoming chunk: 100 ms, like a live satellite sends."""
+MAX_RESPONSE_BYTES = 65536
+"""How much of an HTTP sink's answer is read: its status decides, so a body is only drained this far."""
+WATCH_SECONDS = 0.1
+"""How often a transfer under way checks its deadline and that consent still stands."""
 
 
 class DeliveryError(Exception):
     """One attempt failed; the message names the cause (never content). ``permanent`` means retrying is futile."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, reached: int = 0) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.reached = reached
+        """Bytes known to have reached the destination anyway (all the audio was sent, the answer was bad)."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,9 @@ class Sink(Protocol):
 
     name: str
 
-    def send(self, pcm: np.ndarray) -> Sent: ...
+    def send(self, pcm: np.ndarray, allowed: Callable[[], bool] = ...) -> Sent:
+        """Deliver ``pcm``; may stop early once ``allowed()`` turns false (consent revoked, muted)."""
+        ...
 
 
 # ------------------------------------------------------------------------------------------------- sinks
@@ -89,11 +98,6 @@ class MqttSink:
     name = "mqtt"
 
     def __init__(self, mqtt_settings: MqttSettings, topic: str, timeout: float) -> None:
-        if not mqtt_settings.host:
-            raise ConfigError("'forward.mqtt_topic' is set but 'mqtt.host' is empty; set the broker in [mqtt] "
-                              "or clear forward.mqtt_topic")
-        if any(c in topic for c in "+#\0"):
-            raise ConfigError(f"'forward.mqtt_topic' {topic!r} may not hold the wildcards + or #; name one topic")
         from .mqtt import resolve_device_id
 
         # Its own client id: sharing the bridge's (or the CLI's) would make the broker drop that session.
@@ -102,7 +106,7 @@ class MqttSink:
         self._topic = topic
         self._timeout = timeout
 
-    def send(self, pcm: np.ndarray) -> Sent:
+    def send(self, pcm: np.ndarray, allowed: Callable[[], bool] = lambda: True) -> Sent:
         from .mqtt import BrokerSession
 
         payload = wav_bytes(pcm)
@@ -114,50 +118,81 @@ class MqttSink:
         return Sent(len(payload))
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect must not carry audio somewhere the owner did not name: it fails the attempt instead."""
-
-    def redirect_request(self, *_args: object, **_kwargs: object) -> None:
-        return None
-
-
 class HttpSink:
-    """A POST of the WAV; any 2xx answer is delivery. TLS certificates and host names are always verified."""
+    """A POST of the WAV; any 2xx answer is delivery. TLS certificates and host names are always verified.
+
+    ``http.client`` rather than urllib: it follows no redirect (a redirect must not carry audio somewhere the
+    owner did not name) and reads no proxy from the environment, and its socket is ours, so a watcher thread
+    can end the transfer at a total deadline or the moment consent goes (a per-read timeout lets a sink
+    dripping one byte a second hold a transfer for ever).
+    """
 
     name = "http"
 
     def __init__(self, url: str, ca_file: str, timeout: float) -> None:
-        parts = urlparse(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"'forward.http_url' {url!r} is not an http:// or https:// URL with a host; "
-                              "fix it, e.g. https://homeserver.lan:8443/voice")
         if ca_file and not Path(ca_file).expanduser().is_file():
             raise ConfigError(f"'forward.http_ca_file' {ca_file} does not exist; fix the path or clear it to use "
                               "the system's certificate store")
         self._url = url
+        parts = urlsplit(url)
+        self._host, self._port = parts.hostname or "", parts.port
+        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._timeout = timeout
-        context = ssl.create_default_context(cafile=str(Path(ca_file).expanduser()) if ca_file else None)
-        # No proxy from the environment either: the audio goes to the URL the owner named and nowhere else.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                                   urllib.request.HTTPSHandler(context=context), _NoRedirect())
+        self._context = (ssl.create_default_context(cafile=str(Path(ca_file).expanduser()) if ca_file else None)
+                         if parts.scheme == "https" else None)
 
-    def send(self, pcm: np.ndarray) -> Sent:
+    def send(self, pcm: np.ndarray, allowed: Callable[[], bool] = lambda: True) -> Sent:
         payload = wav_bytes(pcm)
-        request = urllib.request.Request(self._url, data=payload, method="POST",
-                                         headers={"Content-Type": "audio/wav"})
+        conn = (http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._context)
+                if self._context is not None else
+                http.client.HTTPConnection(self._host, self._port, timeout=self._timeout))
+        done = threading.Event()
+        why: list[str] = []
+        watcher = threading.Thread(target=self._watch, args=(conn, done, allowed, why), name="forward-http-watch",
+                                   daemon=True)
+        body_sent = False
+        watcher.start()
         try:
-            with self._opener.open(request, timeout=self._timeout) as response:
-                response.read()
-        except urllib.error.HTTPError as exc:
-            # A redirect or a 4xx (but timeouts and rate limits) will not change by sending the same again.
-            permanent = 300 <= exc.code < 500 and exc.code not in (408, 429)
-            hint = "; point 'forward.http_url' at the final URL" if exc.code < 400 else ""
-            raise DeliveryError(f"{self._url} answered {exc.code} {exc.reason}{hint}", permanent=permanent) from None
-        except urllib.error.URLError as exc:
-            raise DeliveryError(f"cannot reach {self._url} ({exc.reason})") from None
-        except OSError as exc:  # a timeout or reset while sending or reading
-            raise DeliveryError(f"{self._url} failed mid-transfer ({exc})") from None
-        return Sent(len(payload))
+            conn.request("POST", self._target, body=payload, headers={"Content-Type": "audio/wav"})
+            body_sent = True
+            response = conn.getresponse()
+            response.read(MAX_RESPONSE_BYTES)  # the status decides; a body is read this far, never more
+            status, reason = response.status, response.reason
+        except (OSError, http.client.HTTPException) as exc:
+            cause = why[0] if why else (str(exc) or type(exc).__name__)
+            where = "after the audio was sent" if body_sent else "before all the audio was sent"
+            raise DeliveryError(f"{self._url} failed {where} ({cause})",
+                                reached=len(payload) if body_sent else 0) from None
+        finally:
+            done.set()
+            watcher.join()
+            conn.close()
+        if 200 <= status < 300:
+            return Sent(len(payload))
+        # A redirect or a 4xx (but timeouts and rate limits) will not change by sending the same again.
+        permanent = 300 <= status < 500 and status not in (408, 429)
+        hint = "; point 'forward.http_url' at the final URL" if status < 400 else ""
+        raise DeliveryError(f"{self._url} answered {status} {reason}{hint}", permanent=permanent,
+                            reached=len(payload))
+
+    def _watch(self, conn: http.client.HTTPConnection, done: threading.Event, allowed: Callable[[], bool],
+               why: list[str]) -> None:
+        """End the transfer (shut its socket down) at the deadline or once ``allowed()`` turns false."""
+        deadline = time.monotonic() + self._timeout
+        while not done.wait(min(WATCH_SECONDS, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                why.append(f"it took longer than forward.timeout_seconds = {self._timeout:g} s in all")
+            elif not allowed():
+                why.append("stopped: consent was withdrawn or recording stopped during the transfer")
+            else:
+                continue
+            while not done.is_set():  # the socket may not exist yet while connecting: keep trying
+                sock = conn.sock
+                if sock is not None:  # the plain socket's shutdown: it wakes a blocked read, also under TLS
+                    with contextlib.suppress(OSError):
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                done.wait(WATCH_SECONDS)
+            return
 
 
 class WyomingSink:
@@ -167,13 +202,11 @@ class WyomingSink:
 
     def __init__(self, uri: str, timeout: float) -> None:
         parts = urlparse(uri)
-        if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
-            raise ConfigError(f"'forward.wyoming_uri' {uri!r} must be tcp://host:port, e.g. tcp://homeassistant.lan:10300")
         self._host, self._port = parts.hostname, parts.port
         self._uri = uri
         self._timeout = timeout
 
-    def send(self, pcm: np.ndarray) -> Sent:
+    def send(self, pcm: np.ndarray, allowed: Callable[[], bool] = lambda: True) -> Sent:
         try:
             text = asyncio.run(self._transcribe(np.asarray(pcm, dtype="<i2").tobytes()))
         except (OSError, TimeoutError, EOFError, ValueError) as exc:
@@ -190,7 +223,9 @@ class WyomingSink:
         fmt = {"rate": SAMPLE_RATE, "width": 2, "channels": 1}
         async with AsyncTcpClient(self._host, self._port, connect_timeout=self._timeout,
                                   read_timeout=self._timeout) as client:
-            async with asyncio.timeout(self._timeout):  # a server that stops reading must not hang the sink
+            # One deadline for the whole exchange: a server that stops reading, or answers a byte at a time,
+            # must not hold the sink.
+            async with asyncio.timeout(self._timeout):
                 await client.write_event(Transcribe().event())
                 await client.write_event(AudioStart(**fmt, timestamp=0).event())
                 step = CHUNK_SAMPLES * 2
@@ -198,21 +233,20 @@ class WyomingSink:
                     await client.write_event(AudioChunk(**fmt, audio=audio[offset:offset + step],
                                                         timestamp=offset * 1000 // (2 * SAMPLE_RATE)).event())
                 await client.write_event(AudioStop(timestamp=len(audio) * 1000 // (2 * SAMPLE_RATE)).event())
-            while True:
-                event = await client.read_event()
-                if event is None:
-                    raise EOFError("it closed the connection without a transcript")
-                if WyomingTranscript.is_type(event.type):
-                    return WyomingTranscript.from_event(event).text
-                if Error.is_type(event.type):
-                    raise ValueError(f"it answered with an error: {Error.from_event(event).text}")
+                while True:
+                    event = await client.read_event()
+                    if event is None:
+                        raise EOFError("it closed the connection without a transcript")
+                    if WyomingTranscript.is_type(event.type):
+                        return WyomingTranscript.from_event(event).text
+                    if Error.is_type(event.type):
+                        raise ValueError(f"it answered with an error: {Error.from_event(event).text}")
 
 
 def make_sinks(settings: Settings) -> list[Sink]:
     """The sinks ``[forward]`` configures (whether consented or not); ConfigError names a bad key."""
+    validate(settings)  # the same checks as 'voxkeep config check', for settings built in code
     fwd = settings.forward
-    if fwd.timeout_seconds <= 0 or fwd.retry_seconds < 0:
-        raise ConfigError("'forward.timeout_seconds' must be above 0 and 'forward.retry_seconds' 0 or more")
     sinks: list[Sink] = []
     if fwd.mqtt_topic:
         sinks.append(MqttSink(settings.mqtt, fwd.mqtt_topic, fwd.timeout_seconds))
@@ -401,7 +435,7 @@ class Forwarder:
             attempts += 1
             self._transfer(True)
             try:
-                sent = sink.send(item.pcm)
+                sent = sink.send(item.pcm, lambda: self._why_not(sink.name, item) is None)
             except DeliveryError as exc:
                 error = exc
             except Exception as exc:  # a bug, but the attempt still failed and must be accounted for
@@ -412,21 +446,34 @@ class Forwarder:
                 return
             finally:
                 self._transfer(False)
+            if error.reached:  # a bad answer, but the audio is there now: that must be on record
+                self._record(sink.name, item, error.reached, unconfirmed=str(error))
+                self._publish(Notice(t=item.t, level="warning", message=f"forward: the audio reached {sink.name} "
+                                     f"but the transfer did not succeed ({error}); it is in the audit log"))
             if error.permanent or wait <= 0 or self._clock() + wait > deadline or self._stop.wait(wait):
                 break
             wait *= 2
-        log.warning("forward: gave up on %s after %d attempt(s): %s; the utterance was not sent", sink.name,
-                    attempts, error)
+        log.warning("forward: gave up on %s after %d attempt(s): %s", sink.name, attempts, error)
         self._vault.audit("forward_failed", sink=sink.name, attempts=attempts, error=str(error))
         self._publish(Notice(t=item.t, level="warning", message=f"forward to {sink.name} failed: {error}"))
 
-    def _delivered(self, sink: str, item: _Item, sent: Sent) -> None:
+    def _record(self, sink: str, item: _Item, size: int, **detail: Any) -> None:
+        """Put a transfer on the recording's row and in the audit log (``detail``: what was odd about it)."""
         try:
-            if not self._vault.mark_forwarded(item.recording_id, sink, sent.size):
+            if not self._vault.mark_forwarded(item.recording_id, sink, size, **detail):
                 # Deleted while in flight: the transfer still happened, so it is still on record.
-                self._vault.audit("forwarded", sink=sink, size=sent.size)
+                self._vault.audit("forwarded", sink=sink, size=size, **detail)
         except VoxkeepError as exc:
-            log.error("forward: sent %d bytes to %s but could not record it: %s", sent.size, sink, exc)
+            log.error("forward: sent %d bytes to %s but could not record it: %s", size, sink, exc)
+
+    def _delivered(self, sink: str, item: _Item, sent: Sent) -> None:
+        why = self._why_not(sink, item)
+        if why is not None:  # consent went (or recording stopped) while the answer was on its way
+            self._record(sink, item, sent.size, after=why)
+            self._publish(Notice(t=item.t, level="warning", message=f"forward: an utterance reached {sink} just "
+                                 f"before it was stopped ({why}); it is in the audit log"))
+            return
+        self._record(sink, item, sent.size)
         self._publish(Forwarded(t=item.t, sink=sink, recording_id=item.recording_id, size=sent.size))
         if sent.transcript is not None:
             self._publish(Transcript(t=item.t, sink=sink, text=sent.transcript))

@@ -483,13 +483,15 @@ class Vault:
         rows = self._query("SELECT sink, action, at, by FROM consents ORDER BY seq")
         return [{"sink": s, "action": a, "at": t, "by": b} for s, a, t, b in rows]
 
-    def mark_forwarded(self, recording_id: str, sink: str, size: int) -> bool:
-        """Note that ``size`` bytes of a recording went to ``sink``; False if the recording is gone."""
+    def mark_forwarded(self, recording_id: str, sink: str, size: int, **detail: str) -> bool:
+        """Note that ``size`` bytes of a recording went to ``sink``; False if the recording is gone.
+
+        ``detail`` goes into the audit entry: what was odd about the transfer (an error answer, a revoke)."""
         with self._tx() as db:
             row = db.execute("SELECT salt FROM recordings WHERE id = ? AND deleting = 0", (recording_id,)).fetchone()
             if row is None:
                 return False
             db.execute("INSERT INTO forwards (recording_id, sink, size, at) VALUES (?, ?, ?, ?)",
                        (recording_id, sink, int(size), self._clock()))
-        self.audit("forwarded", sink=sink, size=int(size), ref=_ref(row[0], recording_id))
+        self.audit("forwarded", sink=sink, size=int(size), ref=_ref(row[0], recording_id), **detail)
         return True
