@@ -24,7 +24,38 @@ def test_fetch_installs_every_pinned_model_verified(wheel: Path, tmp_path: Path)
     assert sorted(installed) == sorted(models.expected_hashes())
     rows = models.status(tmp_path / "models")
     assert {r.status for r in rows} == {"verified"}
-    assert all("CC BY-NC-SA 4.0" in r.licence for r in rows if r.filename.startswith(("alexa", "hey_")))
+    by_name = {r.filename: r for r in rows}
+    for word in ("alexa", "hey_jarvis", "hey_mycroft"):
+        assert "CC BY-NC-SA 4.0" in by_name[f"{word}_v0.1.onnx"].licence
+        assert by_name[f"{word}_v0.1.onnx"].engine == "openwakeword"
+    for word in ("alexa", "hey_jarvis", "hey_mycroft", "okay_nabu"):
+        for ext in (".tflite", ".json"):
+            assert by_name[word + ext].engine == "microwakeword"
+            assert by_name[word + ext].licence.startswith("Apache-2.0")
+
+
+def test_models_list_shows_engine_and_licence(models_dir: Path) -> None:
+    proc = run_cli("models", "list", "--models-dir", str(models_dir))
+    assert proc.returncode == 0
+    lines = {ln.split()[0]: ln for ln in proc.stdout.decode().splitlines()[1:]}
+    assert "microwakeword" in lines["okay_nabu.tflite"] and "Apache-2.0" in lines["okay_nabu.tflite"]
+    assert "openwakeword" in lines["hey_jarvis_v0.1.onnx"] and "non-commercial" in lines["hey_jarvis_v0.1.onnx"]
+
+
+def test_an_altered_pymicro_wakeword_installs_nothing(wheel: Path, tmp_path: Path, monkeypatch) -> None:
+    """The microWakeWord files come from the installed package; one that differs from its pin stops the fetch."""
+    import pymicro_wakeword
+
+    fake = tmp_path / "site" / "fake_micro"
+    shutil.copytree(Path(pymicro_wakeword.__file__).parent / "models", fake / "models")
+    (fake / "__init__.py").write_text("")
+    tflite = fake / "models" / "okay_nabu.tflite"
+    tflite.write_bytes(tflite.read_bytes()[:-4] + b"\0\0\0\0")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(models, "MICRO_PACKAGE", "fake_micro")
+    with pytest.raises(ModelError, match=r"okay_nabu\.tflite.*pinned SHA-256"):
+        models.fetch(tmp_path / "models", wheel)
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
 
 
 def test_a_tampered_wheel_installs_nothing(wheel: Path, tmp_path: Path) -> None:

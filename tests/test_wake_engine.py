@@ -1,18 +1,23 @@
-"""The lean wake engine against openWakeWord itself: same audio in, same scores out, gate or no gate."""
+"""The lean wake engine against openWakeWord itself (same audio in, same scores out, gate or no gate), and
+microWakeWord beside it: engine selection, agreement, custom and damaged models."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
+from tests.helpers import events_of, one_error_line, run_cli
 from voxkeep import FRAME_SAMPLES, SAMPLE_RATE
 from voxkeep.config import WakeSettings
 from voxkeep.engine import EnergyGate, WakeEngine
 from voxkeep.errors import ModelError
-from voxkeep.wake import WakeDetector
+from voxkeep.testing.speech import speak, write_wav
+from voxkeep.wake import WakeDetector, second_look
 
 WORDS = ("alexa_v0.1.onnx", "hey_jarvis_v0.1.onnx", "hey_mycroft_v0.1.onnx", "weather_v0.1.onnx")
 SEED = 1234
@@ -144,3 +149,103 @@ def test_a_multi_class_model_is_refused_with_the_fix(models_dir: Path) -> None:
     with pytest.raises(ModelError, match=r"not a wake-word model.*single wake-word"):
         WakeEngine(models_dir / "melspectrogram.onnx", models_dir / "embedding_model.onnx",
                    [models_dir / "timer_v0.1.onnx"])
+
+
+# -- microWakeWord, and the engines behind one detector ---------------------------------------------------
+
+
+def _request(text: str, **voice) -> np.ndarray:
+    """A spoken request in a quiet room: 1 s before, 3 s after (real microphones never give exact zeros)."""
+    rng = np.random.default_rng(11)
+    return np.concatenate([_room(1.0, 30, rng), speak(text, **voice), _room(3.0, 30, rng)])
+
+
+def _wakes(tmp_path: Path, models_dir: Path, audio: np.ndarray, *args: str) -> list[dict]:
+    wav = write_wav(tmp_path / "in.wav", audio)
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    proc = run_cli("run", "--config", str(config), "--input", str(wav), "--events", "-", "--models-dir",
+                   str(models_dir), "--state-dir", str(tmp_path / "state"), *args)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return [e for e in events_of(proc.stdout) if e["type"] in ("wake", "wake_rejected")]
+
+
+def test_microwakeword_wakes_on_generated_speech_through_voxkeep_run(tmp_path: Path, models_dir: Path) -> None:
+    audio = np.concatenate([_request("okay nabu, what time is it"),
+                            _request("hey jarvis, turn on the light", engine="flite", voice="awb")])
+    wakes = _wakes(tmp_path, models_dir, audio, "--engine", "microwakeword", "-w", "okay_nabu", "-w", "hey_jarvis")
+    assert [(e["type"], e["wake_word"]) for e in wakes] == [("wake", "okay_nabu"), ("wake", "hey_jarvis")]
+    first_end = 1.0 + len(speak("okay nabu")) / SAMPLE_RATE
+    assert 1.0 < wakes[0]["t"] < first_end + 0.5  # during or just after "okay nabu", not the sentence after
+
+
+def test_each_word_streams_on_the_engine_asked_for_or_the_one_that_has_it(models_dir: Path) -> None:
+    settings = WakeSettings(words=["alexa", "okay_nabu", "hey_marvin", "hey_jarvis"], engine="both",
+                            engines={"alexa": "openwakeword"})
+    plans = {p.name: p for p in WakeDetector(settings, models_dir).plans}
+    assert (plans["alexa"].engine, plans["alexa"].agree) == ("openwakeword", False)
+    assert (plans["okay_nabu"].engine, plans["okay_nabu"].agree) == ("microwakeword", False)
+    assert (plans["hey_marvin"].engine, plans["hey_marvin"].agree) == ("openwakeword", False)
+    assert (plans["hey_jarvis"].engine, plans["hey_jarvis"].agree) == ("microwakeword", True)
+    # microWakeWord words default to their model's own cutoff, openWakeWord words to wake.threshold.
+    assert plans["okay_nabu"].threshold == pytest.approx(0.85) and plans["alexa"].threshold == 0.5
+
+
+def test_both_keeps_a_wake_openwakeword_agrees_with_and_refuses_one_it_does_not(models_dir: Path) -> None:
+    settings = WakeSettings(words=["hey_jarvis"], engine="both")
+    detector = WakeDetector(settings, models_dir)
+    look = second_look(settings, models_dir, detector.plans)
+    audio = _request("hey jarvis, turn on the light", engine="flite", voice="awb")
+    frames = audio[: len(audio) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
+    hit_at = next(i for i, f in enumerate(frames) if detector.process(f))
+    buffered = frames[max(0, hit_at + 1 - 25):hit_at + 1].reshape(-1)
+    assert look.check("hey_jarvis", 0.98, buffered, []).reason == "confirmed"
+    # The same claim over audio without the phrase (another request) is refused by the other engine.
+    other = _request("okay nabu, what time is it")[: 25 * FRAME_SAMPLES * 2][-25 * FRAME_SAMPLES:]
+    verdict = look.check("hey_jarvis", 0.98, other, [])
+    assert (verdict.ok, verdict.reason) == (False, "engines_disagree")
+
+
+def _custom_copy(models_dir: Path, folder: Path, name: str = "kitchen_helper") -> Path:
+    """A microWakeWord model as a maker would ship their own: a .tflite and its .json under a new name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    description = json.loads((models_dir / "hey_jarvis.json").read_text())
+    description["model"] = f"{name}.tflite"
+    (folder / f"{name}.json").write_text(json.dumps(description))
+    shutil.copy(models_dir / "hey_jarvis.tflite", folder / f"{name}.tflite")
+    return folder / f"{name}.tflite"
+
+
+def test_a_custom_microwakeword_model_loads_by_path(tmp_path: Path, models_dir: Path) -> None:
+    custom = _custom_copy(models_dir, tmp_path / "mine")
+    audio = _request("hey jarvis, turn on the light", engine="flite", voice="awb")
+    wakes = _wakes(tmp_path, models_dir, audio, "-w", str(custom))
+    assert [(e["type"], e["wake_word"]) for e in wakes] == [("wake", "kitchen_helper")]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "no_json"])
+def test_a_damaged_custom_tflite_is_named_with_its_fix(tmp_path: Path, models_dir: Path, damage: str) -> None:
+    custom = _custom_copy(models_dir, tmp_path / "mine")
+    if damage == "truncate":
+        custom.write_bytes(custom.read_bytes()[:20000])
+    elif damage == "garbage":
+        custom.write_bytes(b"this is not a model\n" * 50)
+    else:
+        custom.with_suffix(".json").unlink()
+    proc = run_cli("run", "--input", "-", "--models-dir", str(models_dir), "--state-dir", str(tmp_path / "s"),
+                   "-w", str(custom), stdin=b"")
+    line = one_error_line(proc.stderr)
+    assert proc.returncode == 1 and str(custom) in line
+    fix = "kitchen_helper.json" if damage == "no_json" else "export the model again from microWakeWord training"
+    assert fix in line
+
+
+def test_a_damaged_bundled_tflite_stops_the_daemon_with_the_fix(tmp_path: Path, models_dir: Path) -> None:
+    copy = tmp_path / "models"
+    shutil.copytree(models_dir, copy)
+    target = copy / "okay_nabu.tflite"
+    target.write_bytes(target.read_bytes()[:5000])
+    proc = run_cli("run", "--input", "-", "--models-dir", str(copy), "--state-dir", str(tmp_path / "s"),
+                   "-w", "okay_nabu", stdin=b"")
+    line = one_error_line(proc.stderr)
+    assert proc.returncode == 1 and str(target) in line and "voxkeep models fetch" in line

@@ -32,8 +32,7 @@ from .indicators import LightView, MuteButton, MuteSwitch, StatusLight, choose_p
 from .privacy import STATE_FILE, Mode, PrivacyState
 from .tones import TonePlayer
 from .vault import Vault
-from .verify import WakeVerifier
-from .wake import WakeDetector
+from .wake import WakeDetector, second_look
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +157,7 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
         on_command=lambda command: tones.play(TONE_FOR[command]),
         on_recorded=lambda u, rec_id: forwarder.submit(rec_id, u.pcm, u.t_end,
                                                        lambda: privacy.mode is Mode.LISTENING))
-    verifier = WakeVerifier(settings.wake, settings.models_path) if settings.wake.verify else None
+    verifier = second_look(settings.wake, settings.models_path, detector.plans) if settings.wake.verify else None
     daemon = Daemon(settings, source, detector, privacy, bus, worker, verifier=verifier, on_frame=on_frame,
                     stop=stop, tone_guard=(lambda: time.monotonic() < tones.playing_until()) if tones.enabled
                     else None, watchdog=_Watchdog() if sdnotify.watchdog_interval() else None,

@@ -63,9 +63,16 @@ class AudioSettings:
 @dataclass(frozen=True)
 class WakeSettings:
     words: list[str] = field(default_factory=lambda: ["hey_jarvis"])
-    """Wake words: bundled model names (alexa, hey_jarvis, hey_mycroft, ...) or paths to .onnx files."""
+    """Wake words: bundled names (alexa, hey_jarvis, hey_mycroft, okay_nabu, ...) or paths to .onnx (openWakeWord)
+    or .tflite (microWakeWord, with its .json beside it) models."""
+    engine: str = "openwakeword"
+    """Which engine hears the words: "openwakeword", "microwakeword" (a fraction of the CPU; Apache-2.0 words)
+    or "both" (microWakeWord listens, openWakeWord must agree). A word only one engine has runs on that one."""
+    engines: dict[str, str] = field(default_factory=dict)
+    """Per-word override of engine, e.g. { alexa = "both" }."""
     threshold: float = 0.5
-    """Score (0-1) above which a wake word counts, for every word without its own threshold."""
+    """Score (0-1) above which an openWakeWord word counts, for every word without its own threshold.
+    microWakeWord words default to their model's own cutoff (hey_jarvis 0.97, okay_nabu 0.85, alexa 0.9)."""
     thresholds: dict[str, float] = field(default_factory=dict)
     """Per-word thresholds, e.g. { alexa = 0.7 }."""
     refractory_seconds: float = 2.0
@@ -89,6 +96,10 @@ class WakeSettings:
     """Ask the shipped per-word classifier (alexa, hey_jarvis, hey_mycroft, hey_marvin); no: "classifier_rejects"."""
     verify_classifier_thresholds: dict[str, float] = field(default_factory=dict)
     """Per-word override of the classifier's tuned threshold (0-1, higher rejects more), e.g. { alexa = 0.7 }."""
+    agree_threshold: float = 0.5
+    """engine "both": openWakeWord's score over the buffered audio must reach this to keep a microWakeWord wake."""
+    agree_frames: int = 8
+    """engine "both": how many of the last frames (80 ms each) of the buffered audio may show that score."""
 
 
 @dataclass(frozen=True)
@@ -337,7 +348,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "wake.threshold": (0.0, 1.0), "wake.thresholds.*": (0.0, 1.0), "wake.refractory_seconds": (0.0, 60.0),
     "wake.verify_frames_after": (0, 25), "wake.verify_peak": (0.0, 1.0), "wake.verify_sure": (0.0, 1.0),
     "wake.verify_peaks.*": (0.0, 1.0), "wake.verify_rescore": (0.0, 1.0),
-    "wake.verify_classifier_thresholds.*": (0.0, 1.0),
+    "wake.verify_classifier_thresholds.*": (0.0, 1.0), "wake.agree_threshold": (0.0, 1.0), "wake.agree_frames": (1, 20),
     "commands.max_seconds": (0.5, 30.0), "commands.silence_seconds": (0.08, 10.0),
     "commands.min_score": (-100.0, 0.0), "commands.delete_min_score": (-100.0, 0.0),
     "commands.filler_words": (0, 100_000), "commands.command_weight": (0.0, 50.0),
@@ -352,7 +363,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
 """The finite range (inclusive) of every number a config may hold; ``*`` is any key of a table or list."""
 OTHER_NUMBER_LIMIT = 1e9
 """Bound on a number without an entry above (a key added later): finite and at most this in size."""
-EXCLUSIVE = {"wake.threshold", "wake.thresholds.*"}
+EXCLUSIVE = {"wake.threshold", "wake.thresholds.*", "wake.agree_threshold"}
 """Ranges whose ends are themselves refused (a wake threshold of 0 or 1 accepts or refuses everything)."""
 
 
@@ -397,6 +408,10 @@ def validate(s: Settings) -> None:
     _check_ranges(s)
     if not s.wake.words:
         raise ConfigError("config key 'wake.words' must name at least one wake word")
+    engines = ("openwakeword", "microwakeword", "both")
+    for key, value in [("engine", s.wake.engine), *((f"engines.{w}", v) for w, v in s.wake.engines.items())]:
+        if value not in engines:
+            raise ConfigError(f"config key 'wake.{key}' must be one of {', '.join(engines)}, not {value!r}")
     if s.log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("config key 'log_level' must be one of debug, info, warning, error")
     if s.gpio.rgb_pins and len(s.gpio.rgb_pins) != 3:

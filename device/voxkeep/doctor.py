@@ -137,15 +137,16 @@ MIN_FREE_BYTES = 200 * 1024 * 1024
 """Below this, recordings start failing within days on a busy household (each is ~100-300 kB)."""
 
 
-def check_models(models_dir: Path, words: list[str]) -> Check:
+def check_models(models_dir: Path, words: list[str], engine: str = "openwakeword") -> Check:
     """Every model the config needs is installed and matches its pinned hash."""
-    from .models import FEATURE_MODELS, resolve_wake_word, verified_path
+    from .config import WakeSettings
+    from .models import FEATURE_MODELS, verified_path
+    from .wake import plan_words
 
     try:
         for name in FEATURE_MODELS:
             verified_path(models_dir, name)
-        for word in words:
-            resolve_wake_word(word, models_dir)
+        plan_words(WakeSettings(words=words, engine=engine), models_dir)
     except VoxkeepError as exc:
         return Check("models", False, str(exc))
     return Check("models", True, f"verified in {models_dir} ({', '.join(words)})")

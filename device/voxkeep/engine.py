@@ -143,12 +143,18 @@ class WakeEngine:
         """Scores of the latest frame, one per wake model, in the order given."""
         self.frames_scored = 0
         """Frames on which the wake models ran (the rest were skipped by the gate)."""
+        self._seeded: np.ndarray | None = None
         self.reset()
 
     def reset(self) -> None:
         """Forget all audio, as openWakeWord's ``Model.reset`` does."""
         self._ring.fill(0.0)
-        self._seed_features()
+        if self._seeded is None:  # the seed is the same every time: compute it once
+            self._seed_features()
+            self._seeded = self._features.copy()
+        else:
+            self._features[:] = self._seeded
+            self._mel_rows.fill(1.0)
         self._frame = 0  # index of the next frame to arrive, counted from the reset
         self._fed = 0  # index of the next frame the feature models have not seen
         self._last_loud = -self.context_frames - 1

@@ -1,15 +1,28 @@
-"""Wake-word detection: openWakeWord's ONNX models over each 80 ms frame.
+"""Wake-word detection with either engine, and the second look that fits the engine of each word.
 
-``WakeDetector.process`` takes one frame and returns the wake words that crossed their threshold on
-it. A refractory period per word turns the run of high scores one utterance gives into one hit.
-The models run in ``engine.WakeEngine`` (openWakeWord's arithmetic on onnxruntime, without the
-library's scipy/scikit-learn imports), behind an energy gate that skips them in a quiet room.
+``WakeDetector.process`` takes one 80 ms frame and returns the wake words that crossed their threshold on
+it. A refractory period per word turns the run of high scores one utterance gives into one hit. Each word
+streams on one engine (``wake.engine``, per word ``wake.engines``):
+
+- ``openwakeword``: openWakeWord's ONNX networks in ``engine.WakeEngine``, behind an energy gate that skips
+  them in a quiet room;
+- ``microwakeword``: microWakeWord's streaming TFLite model in ``microwake.MicroEngine``, a fraction of the
+  CPU and memory;
+- ``both``: microWakeWord streams, and a hit counts only if openWakeWord, run over the buffered audio when
+  the hit comes, agrees (``Agreement``). Two detectors trained apart rarely make the same mistake, and the
+  expensive one runs only on the few frames around a hit.
+
+A word only one engine has (okay_nabu: microWakeWord; hey_marvin, timer, weather: openWakeWord) runs on
+that engine whatever is asked. Scores are 0-1 either way; the threshold of a microWakeWord word defaults
+to its model's own ``probability_cutoff`` (openWakeWord words: ``wake.threshold``), ``wake.thresholds``
+overrides both. The daemon, events and the verifier see hits alike from both engines.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +31,32 @@ from . import FRAME_SAMPLES, SAMPLE_RATE
 from .config import WakeSettings
 from .engine import EnergyGate, WakeEngine
 from .errors import ModelError
-from .models import FEATURE_MODELS, resolve_wake_word, verified_path
+from .microwake import MicroEngine, MicroModel
+from .models import (
+    FEATURE_MODELS,
+    MICROWAKEWORD,
+    OPENWAKEWORD,
+    bundled_micro_words,
+    bundled_wake_words,
+    is_micro_path,
+    is_path,
+    resolve_micro_word,
+    resolve_wake_word,
+    verified_path,
+    wake_word_name,
+)
+from .verify import Verdict, WakeVerifier
 
 log = logging.getLogger(__name__)
+
+BOTH = "both"
+ENGINE_CHOICES = (OPENWAKEWORD, MICROWAKEWORD, BOTH)
+
+REASONS = {
+    "engines_disagree": "openWakeWord, run over the buffered audio, did not find the word microWakeWord heard",
+    "no_second_look": "accepted: no second model knows this word (a microWakeWord-only or custom word)",
+}
+"""Verdict reasons this module adds to ``verify.REASONS``."""
 
 
 @dataclass(frozen=True)
@@ -31,50 +67,200 @@ class WakeHit:
     score: float
 
 
-class WakeDetector:
-    """Scores frames and applies per-word thresholds and the refractory period.
+@dataclass(frozen=True)
+class WordPlan:
+    """How one configured wake word is detected and checked."""
 
-    ``gate=False`` runs the models on every frame (for comparisons); the default skips them while
-    the room is quiet, which gives the same wakes (see ``engine``).
+    name: str
+    spec: str
+    """What the config said (a bundled name or a path); the classifier resolves it again."""
+    engine: str
+    """The engine that streams it: openwakeword or microwakeword."""
+    threshold: float
+    onnx: Path | None = None
+    """The verified openWakeWord model: streams it, or confirms it (``agree``)."""
+    micro: MicroModel | None = None
+    micro_fix: str = ""
+    agree: bool = False
+    """``both``: openWakeWord must agree with each microWakeWord hit."""
+
+
+def _pick(name: str, asked: str, has_oww: bool, has_mww: bool) -> tuple[str, bool]:
+    """(streaming engine, agreement) for a bundled word, falling back to the engine that has it."""
+    if asked == BOTH and has_oww and has_mww:
+        return MICROWAKEWORD, True
+    preferred = OPENWAKEWORD if asked == OPENWAKEWORD else MICROWAKEWORD
+    engine = preferred if (has_oww, has_mww)[preferred == MICROWAKEWORD] else (
+        MICROWAKEWORD if preferred == OPENWAKEWORD else OPENWAKEWORD)
+    if asked != engine:
+        log.info("wake word %s: only %s has a model for it, so it runs there (asked: %s)", name, engine, asked)
+    return engine, False
+
+
+def plan_words(settings: WakeSettings, models_dir: Path) -> list[WordPlan]:
+    """Resolve and verify every configured word's models; ModelError naming the fix on any problem."""
+    oww_words, mww_words = bundled_wake_words(), bundled_micro_words()
+    plans = []
+    for spec in settings.words:
+        if is_path(spec):
+            if is_micro_path(spec):
+                name, micro, fix = resolve_micro_word(spec, models_dir)
+                plan = WordPlan(name, spec, MICROWAKEWORD, settings.thresholds.get(name, micro.cutoff),
+                                micro=micro, micro_fix=fix)
+            else:
+                name, path = resolve_wake_word(spec, models_dir)
+                plan = WordPlan(name, spec, OPENWAKEWORD, settings.thresholds.get(name, settings.threshold),
+                                onnx=path)
+            plans.append(plan)
+            continue
+        name = wake_word_name(spec)
+        has_oww, has_mww = name in oww_words, name in mww_words
+        if not (has_oww or has_mww):
+            known = ", ".join(sorted(set(oww_words) | set(mww_words)))
+            raise ModelError(f"unknown wake word '{spec}'; use one of {known}, or a path to a .onnx or .tflite model")
+        engine, agree = _pick(name, settings.engines.get(name, settings.engine), has_oww, has_mww)
+        onnx = resolve_wake_word(spec, models_dir)[1] if engine == OPENWAKEWORD or agree else None
+        micro, fix = (resolve_micro_word(spec, models_dir)[1:] if engine == MICROWAKEWORD else (None, ""))
+        default = micro.cutoff if micro is not None else settings.threshold
+        plans.append(WordPlan(name, spec, engine, settings.thresholds.get(name, default), onnx=onnx, micro=micro,
+                              micro_fix=fix, agree=agree))
+    names = [p.name for p in plans]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ModelError(f"wake word {sorted(dupes)[0]} is configured twice; list each word once")
+    for key, what in ((settings.thresholds, "thresholds"), (settings.engines, "engines")):
+        unknown = set(key) - set(names)
+        if unknown:
+            log.warning("%s given for wake words that are not enabled: %s", what, ", ".join(sorted(unknown)))
+    return plans
+
+
+def _feature_models(models_dir: Path) -> tuple[Path, Path]:
+    melspec, embedding = (verified_path(models_dir, name) for name in FEATURE_MODELS)
+    return melspec, embedding
+
+
+class WakeDetector:
+    """Scores frames with each word's engine and applies per-word thresholds and the refractory period.
+
+    ``gate=False`` runs openWakeWord on every frame (for comparisons); the default skips it while the
+    room is quiet, which gives the same wakes (see ``engine``).
     """
 
     def __init__(self, settings: WakeSettings, models_dir: Path, *, gate: bool = True) -> None:
-        resolved = [resolve_wake_word(spec, models_dir) for spec in settings.words]
-        names = [name for name, _ in resolved]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ModelError(f"wake word {sorted(dupes)[0]} is configured twice; list each word once")
-        self.words = names
-        self._thresholds = {n: settings.thresholds.get(n, settings.threshold) for n in names}
-        unknown = set(settings.thresholds) - set(names)
-        if unknown:
-            log.warning("thresholds given for wake words that are not enabled: %s", ", ".join(sorted(unknown)))
-        melspec, embedding = (verified_path(models_dir, name) for name in FEATURE_MODELS)
-        self._engine = WakeEngine(melspec, embedding, [p for _, p in resolved],
-                                  gate=EnergyGate() if gate else None)
+        self.plans = plan_words(settings, models_dir)
+        self.words = [p.name for p in self.plans]
+        self._thresholds = np.array([p.threshold for p in self.plans], dtype=np.float32)
+        self._oww_index = [i for i, p in enumerate(self.plans) if p.engine == OPENWAKEWORD]
+        self._mww_index = [i for i, p in enumerate(self.plans) if p.engine == MICROWAKEWORD]
+        self._oww = self._mww = None
+        if self._oww_index:
+            self._oww = WakeEngine(*_feature_models(models_dir), [self.plans[i].onnx for i in self._oww_index],
+                                   gate=EnergyGate() if gate else None)
+        if self._mww_index:
+            micro = [self.plans[i] for i in self._mww_index]
+            self._mww = MicroEngine([p.micro for p in micro], [p.micro_fix for p in micro])
+        self._scores = np.zeros(len(self.plans), dtype=np.float32)
         self._refractory_frames = round(settings.refractory_seconds * SAMPLE_RATE / FRAME_SAMPLES)
-        self._quiet_until = dict.fromkeys(names, -1)
+        self._quiet_until = [-1] * len(self.plans)
         self._frame = 0
-        self.last_scores: dict[str, float] = dict.fromkeys(names, 0.0)
+        self.last_scores: dict[str, float] = dict.fromkeys(self.words, 0.0)
 
     def process(self, frame: np.ndarray) -> list[WakeHit]:
         """Score one frame; return the words that woke on it."""
-        scores = self._engine.process(frame)
+        if self._oww is not None:
+            self._scores[self._oww_index] = self._oww.process(frame)
+        if self._mww is not None:
+            self._scores[self._mww_index] = self._mww.process(frame)
         hits = []
-        for word, score in zip(self.words, scores, strict=True):
-            value = float(score)
+        for k, word in enumerate(self.words):
+            value = float(self._scores[k])
             self.last_scores[word] = value
-            if value >= self._thresholds[word] and self._frame > self._quiet_until[word]:
-                self._quiet_until[word] = self._frame + self._refractory_frames
+            if value >= self._thresholds[k] and self._frame > self._quiet_until[k]:
+                self._quiet_until[k] = self._frame + self._refractory_frames
                 hits.append(WakeHit(word, value))
         self._frame += 1
         return hits
 
     def reset(self) -> None:
         """Forget buffered audio, e.g. after the microphone was closed and reopened."""
-        self._engine.reset()
+        for engine in (self._oww, self._mww):
+            if engine is not None:
+                engine.reset()
 
     @property
     def frames_scored(self) -> int:
-        """Frames the models ran on since start, for the summary line and the benchmark."""
-        return self._engine.frames_scored
+        """Frames some model ran on since start, for the summary line and the benchmark."""
+        return max(e.frames_scored for e in (self._oww, self._mww) if e is not None)
+
+
+class Agreement:
+    """openWakeWord's opinion of the buffered audio, for words microWakeWord streams (``both``).
+
+    The engine is reset and fed the 2 s the daemon keeps, ending ``frames_after`` frames after the hit:
+    the last frames' scores are then the streaming scores openWakeWord would have given (its score on a
+    frame depends on the 2 s before it). The hit is kept if any of the last ``agree_frames`` reaches
+    ``agree_threshold``: the two engines cross at slightly different moments of the same phrase.
+    """
+
+    def __init__(self, plans: Sequence[WordPlan], settings: WakeSettings, models_dir: Path) -> None:
+        self._index = {p.name: k for k, p in enumerate(plans)}
+        self._engine = WakeEngine(*_feature_models(models_dir), [p.onnx for p in plans], gate=None)
+        self._threshold = settings.agree_threshold
+        self._frames = settings.agree_frames
+
+    def score(self, word: str, audio: np.ndarray) -> float:
+        """openWakeWord's best score for ``word`` over the last ``agree_frames`` frames of ``audio``."""
+        k = self._index[word]
+        frames = np.asarray(audio, dtype=np.int16)
+        frames = frames[len(frames) % FRAME_SAMPLES:].reshape(-1, FRAME_SAMPLES)
+        self._engine.reset()
+        best = 0.0
+        for i, frame in enumerate(frames):
+            value = float(self._engine.process(frame)[k])
+            if i >= len(frames) - self._frames:
+                best = max(best, value)
+        return best
+
+    def check(self, word: str, audio: np.ndarray) -> Verdict:
+        ok = self.score(word, audio) >= self._threshold
+        return Verdict(ok, "confirmed" if ok else "engines_disagree")
+
+
+class SecondLook:
+    """The daemon's verifier for any engine setting: agreement, the classifier, or nothing, per word.
+
+    - ``both`` words: ``Agreement`` (openWakeWord must agree with microWakeWord);
+    - words openWakeWord knows (streamed by either engine): ``verify.WakeVerifier``, the shipped
+      per-word classifier on openWakeWord's embeddings of the buffered audio, or its re-score;
+    - microWakeWord-only and custom ``.tflite`` words: no second model knows them, accepted.
+    """
+
+    def __init__(self, settings: WakeSettings, models_dir: Path, plans: Sequence[WordPlan]) -> None:
+        # microWakeWord crosses its cutoff later in a phrase than openWakeWord crosses 0.5 (its score is a
+        # mean over 150 ms), by when the phrase is already in the buffer: waiting longer would only add
+        # latency. openWakeWord words wait, so the look sees how the phrase ends.
+        streams_oww = any(p.engine == OPENWAKEWORD for p in plans)
+        self.frames_after = settings.verify_frames_after if streams_oww else 0
+        agree = [p for p in plans if p.agree]
+        oww_words = bundled_wake_words()
+        checked = [p for p in plans if not p.agree and (p.onnx is not None or
+                                                        (not is_path(p.spec) and p.name in oww_words))]
+        self._agreement = Agreement(agree, settings, models_dir) if agree else None
+        self._verifier = (WakeVerifier(replace(settings, words=[p.spec for p in checked]), models_dir)
+                          if checked else None)
+        self._agree_words = {p.name for p in agree}
+        self._checked = {p.name for p in checked}
+
+    def check(self, word: str, score: float, audio: np.ndarray, scores: Sequence[float]) -> Verdict:
+        """Judge a hit of ``word`` (same arguments as ``WakeVerifier.check``)."""
+        if word in self._agree_words and self._agreement is not None:
+            return self._agreement.check(word, audio)
+        if word in self._checked and self._verifier is not None:
+            return self._verifier.check(word, score, audio, scores)
+        return Verdict(True, "no_second_look")
+
+
+def second_look(settings: WakeSettings, models_dir: Path, plans: Sequence[WordPlan] | None = None) -> SecondLook:
+    """The verifier for ``settings`` (pass the detector's ``plans`` to skip resolving the words again)."""
+    return SecondLook(settings, models_dir, plans if plans is not None else plan_words(settings, models_dir))

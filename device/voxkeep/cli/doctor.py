@@ -28,7 +28,7 @@ def _doctor(args: argparse.Namespace) -> int:
     if settings.audio.input == "mic":
         checks.append(doctor.check_microphone(MicSource(args.device or settings.audio.device), args.seconds))
     checks += [
-        doctor.check_models(settings.models_path, settings.wake.words),
+        doctor.check_models(settings.models_path, settings.wake.words, settings.wake.engine),
         doctor.check_gpio(settings.gpio),
         doctor.check_speaker(settings.audio.output_device),
         doctor.check_owner(settings.state_path, settings.vault),

@@ -37,9 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--input", "-i", metavar="SRC", help='"mic" (default), a sound file, or "-" for raw stdin')
     run.add_argument("--device", "-d", metavar="DEV", help="microphone index or part of its name (voxkeep devices)")
     run.add_argument("--wake-word", "-w", action="append", metavar="NAME_OR_PATH",
-                     help="wake word: alexa, hey_jarvis, hey_mycroft, hey_marvin, or a path to an .onnx model "
-                          "(repeatable; replaces [wake] words)")
-    run.add_argument("--threshold", type=float, metavar="SCORE", help="score 0-1 above which a wake counts")
+                     help="wake word: alexa, hey_jarvis, hey_mycroft, okay_nabu, hey_marvin, or a path to an .onnx "
+                          "(openWakeWord) or .tflite (microWakeWord, .json beside it) model (repeatable; replaces "
+                          "[wake] words)")
+    run.add_argument("--engine", choices=("openwakeword", "microwakeword", "both"),
+                     help="wake-word engine ([wake] engine): 'both' = microWakeWord listens, openWakeWord agrees")
+    run.add_argument("--threshold", type=float, metavar="SCORE",
+                     help="score 0-1 above which an openWakeWord word counts (microWakeWord words use their "
+                          "model's cutoff unless [wake] thresholds names them)")
     run.add_argument("--events", "-e", metavar="FILE", help='write JSON Lines events to FILE, or "-" for stdout')
     run.add_argument("--realtime", action="store_true", default=None, help="pace file input at real time")
     run.set_defaults(handler=_run)
@@ -59,6 +64,8 @@ def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
         wake["words"] = args.wake_word
     if args.threshold is not None:
         wake["threshold"] = args.threshold
+    if args.engine is not None:
+        wake["engine"] = args.engine
     return {k: v for k, v in (("audio", audio), ("wake", wake)) if v}
 
 
