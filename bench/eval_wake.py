@@ -1,25 +1,27 @@
-"""False wakes and recall, bare openWakeWord against voxkeep's verified wakes (issue 10).
+"""Wake recall per room and voice family, and false wakes per hour: bare openWakeWord beside voxkeep.
 
-    python bench/eval_wake.py            # builds the corpus if needed (bench/corpus.py), then prints
+    python bench/eval_wake.py                  # REPORT split (never tuned on); builds the corpus if needed
     python bench/eval_wake.py --split tune
+    python bench/eval_wake.py --log /tmp/hits.jsonl --verify-sure 0.98   # another operating point
 
-Why one pass serves both columns: the daemon runs ``WakeDetector`` (threshold 0.5, refractory 2 s) and
+Why one pass serves every column: the daemon runs ``WakeDetector`` (threshold 0.5, refractory 2 s) and
 hands every hit to ``WakeVerifier.check`` with the last 2 s of audio and 25 frames of that word's scores.
 A rejected hit still spends the detector's refractory period, exactly as in the daemon, so "bare" is the
-detector's hits and "verified" is the subset the verifier accepts. Per-frame scores and hits are cached per
-stream in the eval cache (keyed by the models' checksums), so re-running after a verifier change costs
-only the checks.
+detector's hits and "voxkeep" is the subset the verifier accepts. Per-frame scores and hits are cached per
+stream and engine in the eval cache (keyed by the models' checksums), so re-running after a verifier change
+costs only the checks. With a second wake engine installed (``wake.engine``), each engine setting gets its
+own bare and voxkeep columns in the same run.
 
-Figures: recall = share of wake clips with an accepted hit of that word from the clip's start to 1 s past
-its end, on the mixed clips (clean, white noise, babble) and separately on the rumbling ones (brown and
-pink noise, ``wake-low-*`` streams), each also per noise condition; false wakes per hour on real speech
-(no wake word in it); false wakes on synthesized negatives (plain prose and near-misses such as "a lexus",
-"hey travis"). CPU ms per check is process time.
+Recall = share of wake phrases (``home-*`` streams, bench/corpus.py ``CONDITIONS``) with an accepted hit
+of that word from the phrase's start to 1 s past its end (or the next phrase's start), per condition and
+per voice family; false wakes per hour on real speech (no wake word in it) and counts on synthesized
+negatives (prose and near-misses such as "a lexus", "hey travis"). CPU ms per check is process time.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -37,6 +39,10 @@ from voxkeep.wake import WakeDetector
 
 WORDS = tuple(corpus.WAKE_PHRASES)
 RECALL_TAIL = SAMPLE_RATE  # a hit up to 1 s after the clip ends still belongs to it
+BAR_POINTS = 2.0
+"""Issue 13: voxkeep's recall within this many points of bare openWakeWord in every condition and family."""
+BAR_FALSE_WAKES = 1.0
+"""Issue 13: false wakes per hour of real speech at most this."""
 
 
 @dataclass
@@ -57,49 +63,57 @@ def _models_key(models_dir: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def score_stream(path: Path, models_dir: Path, key: str) -> Scored:
-    """Run the product's WakeDetector over a stream once; cache hits and scores."""
+def engines() -> tuple[str, ...]:
+    """Engine settings this checkout knows: openWakeWord alone until ``wake.engine`` exists."""
+    names = {f.name for f in dataclasses.fields(WakeSettings)}
+    return ("openwakeword", "microwakeword", "both") if "engine" in names else ("openwakeword",)
+
+
+def settings_for(engine: str, words: tuple[str, ...] = WORDS, **kw: object) -> WakeSettings:
+    """The daemon's wake settings for ``engine`` and ``words`` (plus any second-look keys in ``kw``)."""
+    extra = {"engine": engine} if len(engines()) > 1 else {}
+    return WakeSettings(words=list(words), **extra, **kw)
+
+
+def engine_words(engine: str, models_dir: Path) -> tuple[str, ...]:
+    """The evaluated words this engine can detect (microWakeWord has no hey_marvin)."""
+    if engine == "openwakeword":
+        return WORDS
+    usable = []
+    for w in WORDS:
+        try:
+            WakeDetector(settings_for(engine, (w,), verify=False), models_dir)
+            usable.append(w)
+        except Exception:  # a word this engine does not ship
+            continue
+    return tuple(usable)
+
+
+def score_stream(path: Path, models_dir: Path, key: str, engine: str = "openwakeword",
+                 words: tuple[str, ...] = WORDS) -> Scored:
+    """Run the product's WakeDetector over a stream once; cache hits and scores (columns = ``WORDS``)."""
     meta = json.loads(path.with_suffix(".json").read_text())
     audio = np.load(path, mmap_mode="r")
     # Keyed by the stream's mtime too: a rebuilt stream must never meet another stream's scores.
-    cached = corpus.cache_dir() / "scores" / key / path.parent.name / f"{path.stem}-{path.stat().st_mtime_ns}.npz"
+    tag = key if engine == "openwakeword" else f"{key}-{engine}"
+    cached = corpus.cache_dir() / "scores" / tag / path.parent.name / f"{path.stem}-{path.stat().st_mtime_ns}.npz"
     if cached.exists():
         data = np.load(cached)
         hits = [(int(f), WORDS[int(w)], float(s)) for f, w, s in data["hits"]]
         return Scored(path.stem, meta, audio, data["scores"], hits)
-    detector = WakeDetector(WakeSettings(words=list(WORDS), verify=False), models_dir)
+    detector = WakeDetector(settings_for(engine, words, verify=False), models_dir)
     n = len(audio) // FRAME_SAMPLES
     scores = np.zeros((n, len(WORDS)), dtype=np.float32)
+    cols = [WORDS.index(w) for w in words]
     hits = []
     for i in range(n):
         for hit in detector.process(np.asarray(audio[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES])):
             hits.append((i, hit.wake_word, hit.score))
-        scores[i] = [detector.last_scores[w] for w in WORDS]
+        scores[i, cols] = [detector.last_scores[w] for w in words]
     cached.parent.mkdir(parents=True, exist_ok=True)
     packed = np.array([(f, WORDS.index(w), s) for f, w, s in hits], dtype=np.float64).reshape(-1, 3)
     np.savez(cached, scores=scores, hits=packed)
     return Scored(path.stem, meta, audio, scores, hits)
-
-
-@dataclass
-class Tally:
-    """Counts for one wake word on one split."""
-
-    clips: int = 0
-    recalled_bare: int = 0
-    recalled_verified: int = 0
-    real_hours: float = 0.0
-    real_bare: int = 0
-    real_verified: int = 0
-    synth_minutes: float = 0.0
-    synth_bare: int = 0
-    synth_verified: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    low_clips: int = 0
-    low_bare: int = 0
-    low_verified: int = 0
-    by_noise: dict[str, list[int]] = field(default_factory=dict)
-    """Noise condition -> [clips, recalled bare, recalled verified], over every wake stream."""
 
 
 def context(s: Scored, frame: int, word: str, frames_after: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,130 +125,197 @@ def context(s: Scored, frame: int, word: str, frames_after: int) -> tuple[np.nda
     return audio, s.scores[max(0, last + 1 - SCORE_FRAMES):last + 1, col]
 
 
-def evaluate(split: str, models_dir: Path, verifier: WakeVerifier, cpu_ms: list[float],
-             log: list[dict]) -> dict[str, Tally]:
-    key = _models_key(models_dir)
-    tallies = {w: Tally() for w in WORDS}
-    for path in sorted((corpus.cache_dir() / "streams" / split).glob("*.npy")):
-        s = score_stream(path, models_dir, key)
+@dataclass
+class Column:
+    """One engine setting, bare (detector only) or as voxkeep runs it (with its second look)."""
+
+    name: str
+    engine: str
+    verifier: WakeVerifier | None
+    words: tuple[str, ...]
+    recall: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    """(axis, value) -> [phrases, recalled]; axes: condition, family, word, detail, all."""
+    real_hours: float = 0.0
+    real_false: int = 0
+    synth_false: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def tally(self, axis: str, value: str, hit: bool) -> None:
+        counts = self.recall.setdefault((axis, value), [0, 0])
+        counts[0] += 1
+        counts[1] += hit
+
+    def rate(self, axis: str, value: str) -> float | None:
+        n, k = self.recall.get((axis, value), (0, 0))
+        return k / n if n else None
+
+
+def windows(spans: list[dict]) -> list[tuple[int, int]]:
+    """Where each phrase's hit may land: its start to 1 s past its end, never into the next phrase."""
+    out = []
+    for i, span in enumerate(spans):
+        end = span["end"] + RECALL_TAIL
+        if i + 1 < len(spans):
+            end = min(end, spans[i + 1]["start"] + FRAME_SAMPLES * 4)
+        out.append((span["start"], end))
+    return out
+
+
+def run_column(col: Column, streams: list[Path], models_dir: Path, key: str, cpu_ms: list[float],
+               log: list[dict], split: str) -> None:
+    for path in streams:
+        s = score_stream(path, models_dir, key, col.engine, col.words)
+        kind = s.meta["kind"]
+        if kind == "wake" and s.meta.get("condition") != "home":
+            continue  # the older mixed and rumbling sets train the verifier; the report reads home-* only
         accepted = []
         for frame, word, score in s.hits:
-            audio, scores = context(s, frame, word, verifier.frames_after)
+            if col.verifier is None:
+                accepted.append(True)
+                continue
+            audio, scores = context(s, frame, word, col.verifier.frames_after)
             t0 = time.process_time()
-            verdict = verifier.check(word, score, audio, scores)
+            verdict = col.verifier.check(word, score, audio, scores)
             cpu_ms.append((time.process_time() - t0) * 1000)
             accepted.append(verdict.ok)
-            log.append({"split": split, "stream": s.name, "frame": frame, "word": word, "score": round(score, 3),
-                        "ok": verdict.ok, "reason": verdict.reason})
-            if s.meta["kind"] != "wake":
-                tallies[word].reasons[verdict.reason] = tallies[word].reasons.get(verdict.reason, 0) + 1
-        kind = s.meta["kind"]
+            log.append({"split": split, "column": col.name, "stream": s.name, "frame": frame, "word": word,
+                        "score": round(score, 3), "ok": verdict.ok, "reason": verdict.reason})
+            if kind != "wake":
+                col.reasons[verdict.reason] = col.reasons.get(verdict.reason, 0) + 1
         if kind == "wake":
-            t = tallies[s.meta["word"]]
+            word = s.meta["word"]
+            if word not in col.words:
+                continue
             ends = [((f + 1) * FRAME_SAMPLES, ok) for (f, w, _), ok in zip(s.hits, accepted, strict=True)
-                    if w == s.meta["word"]]
-            low = s.meta.get("condition") == "low"
-            for span in s.meta["spans"]:
-                inside = [ok for e, ok in ends if span["start"] < e <= span["end"] + RECALL_TAIL]
-                if low:
-                    t.low_clips += 1
-                    t.low_bare += bool(inside)
-                    t.low_verified += any(inside)
-                else:
-                    t.clips += 1
-                    t.recalled_bare += bool(inside)
-                    t.recalled_verified += any(inside)
-                counts = t.by_noise.setdefault(span["label"].split("|")[3], [0, 0, 0])
-                counts[0] += 1
-                counts[1] += bool(inside)
-                counts[2] += any(inside)
+                    if w == word]
+            for span, (lo, hi) in zip(s.meta["spans"], windows(s.meta["spans"]), strict=True):
+                hit = any(ok for e, ok in ends if lo < e <= hi)
+                col.tally("all", "all", hit)
+                col.tally("condition", span["condition"], hit)
+                col.tally("family", span["family"], hit)
+                col.tally("word", word, hit)
+                if span.get("detail"):
+                    col.tally("detail", span["detail"], hit)
+                if span.get("pair"):
+                    col.tally("pair", f"back-to-back, request {span['pair']}", hit)
             continue
-        for w in WORDS:
-            n_bare = sum(1 for _, hw, _ in s.hits if hw == w)
-            n_ok = sum(ok for (_, hw, _), ok in zip(s.hits, accepted, strict=True) if hw == w)
-            t = tallies[w]
-            if kind == "real":
-                t.real_hours += len(s.audio) / SAMPLE_RATE / 3600
-                t.real_bare += n_bare
-                t.real_verified += n_ok
-            else:
-                t.synth_minutes += len(s.audio) / SAMPLE_RATE / 60
-                t.synth_bare += n_bare
-                t.synth_verified += n_ok
-    return tallies
+        n_ok = sum(ok for (_, w, _), ok in zip(s.hits, accepted, strict=True) if w in col.words)
+        if kind == "real":
+            col.real_hours += len(s.audio) / SAMPLE_RATE / 3600
+            col.real_false += n_ok
+        else:
+            col.synth_false += n_ok
 
 
-def report(split: str, tallies: dict[str, Tally]) -> None:
-    label = "REPORT split (not tuned on)" if split == "report" else "TUNE split (verifier tuned here)"
-    any_t = next(iter(tallies.values()))
-    print(f"\n== {label}: {any_t.real_hours:.2f} h real speech, {any_t.synth_minutes:.0f} min synthesized "
-          f"negatives, {any_t.clips} wake clips per word")
-    print(f"{'wake word':12} {'recall bare':>11} {'verified':>9} {'FW/h bare':>10} {'verified':>9} "
-          f"{'synth FW bare':>14} {'verified':>9}")
-    total = Tally()
-    for w, t in tallies.items():
-        print(f"{w:12} {t.recalled_bare / t.clips:11.3f} {t.recalled_verified / t.clips:9.3f} "
-              f"{t.real_bare / t.real_hours:10.2f} {t.real_verified / t.real_hours:9.2f} "
-              f"{t.synth_bare:14d} {t.synth_verified:9d}")
-        total.clips += t.clips
-        total.recalled_bare += t.recalled_bare
-        total.recalled_verified += t.recalled_verified
-        total.real_bare += t.real_bare
-        total.real_verified += t.real_verified
-        total.synth_bare += t.synth_bare
-        total.synth_verified += t.synth_verified
-    h = any_t.real_hours
-    print(f"{'all four':12} {total.recalled_bare / total.clips:11.3f} {total.recalled_verified / total.clips:9.3f} "
-          f"{total.real_bare / h:10.2f} {total.real_verified / h:9.2f} {total.synth_bare:14d} "
-          f"{total.synth_verified:9d}")
-    print(f"   (real false wakes: {total.real_bare} bare, {total.real_verified} verified)")
-    low = [(w, t) for w, t in tallies.items() if t.low_clips]
-    if low:
-        print(f"\n{'rumbling':12} {'recall bare':>11} {'verified':>9}   (brown/pink noise clips, per word)")
-        for w, t in low:
-            print(f"{w:12} {t.low_bare / t.low_clips:11.3f} {t.low_verified / t.low_clips:9.3f}")
-        n, bare, ok = (sum(t.low_clips for _, t in low), sum(t.low_bare for _, t in low),
-                       sum(t.low_verified for _, t in low))
-        print(f"{'all four':12} {bare / n:11.3f} {ok / n:9.3f}")
-    noises: dict[str, list[int]] = {}
-    for t in tallies.values():
-        for noise, counts in t.by_noise.items():
-            noises[noise] = [a + b for a, b in zip(noises.get(noise, [0, 0, 0]), counts, strict=True)]
-    print(f"\n{'noise':12} {'clips':>5} {'recall bare':>11} {'verified':>9}   (all four words)")
-    for noise, (n, bare, ok) in sorted(noises.items()):
-        print(f"{noise:12} {n:5d} {bare / n:11.3f} {ok / n:9.3f}")
+def table(columns: list[Column], axis: str, values: list[str], title: str) -> list[str]:
+    """Markdown rows: one per value, one recall column per engine setting, plus voxkeep - bare."""
+    head = f"| {title} | phrases | " + " | ".join(c.name for c in columns) + " |"
+    rows = [head, "| --- " * (len(columns) + 2) + "|"]
+    for v in values:
+        n = columns[0].recall.get((axis, v), (0, 0))[0]
+        if not n:
+            continue
+        cells = []
+        for c in columns:
+            r = c.rate(axis, v)
+            cells.append("" if r is None else f"{r:.3f}")
+        rows.append(f"| {v} | {n} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def verdict_lines(columns: list[Column]) -> list[str]:
+    """Issue 13's bar for each voxkeep column against its engine's bare column."""
+    lines = []
+    bare = {c.engine: c for c in columns if c.verifier is None}
+    reference = bare.get("openwakeword")
+    for c in columns:
+        if c.verifier is None or reference is None:
+            continue
+        misses = []
+        for (axis, v), (n, _) in sorted(c.recall.items()):
+            if axis not in ("condition", "family", "all"):
+                continue
+            ref = reference.rate(axis, v)
+            mine = c.rate(axis, v)
+            if ref is not None and mine is not None and (ref - mine) * 100 > BAR_POINTS + 1e-9:
+                misses.append(f"{v} {mine:.3f} vs {ref:.3f} ({(mine - ref) * 100:+.1f} pts, n={n})")
+        fw = c.real_false / c.real_hours if c.real_hours else float("nan")
+        ok = not misses and fw <= BAR_FALSE_WAKES
+        lines.append(f"{c.name}: {'MEETS' if ok else 'MISSES'} the bar (recall within {BAR_POINTS:g} points of "
+                     f"bare openWakeWord in every condition and family, <= {BAR_FALSE_WAKES:g} false wake/h): "
+                     f"{fw:.2f} false wakes/h" + ("; short: " + "; ".join(misses) if misses else ""))
+    return lines
+
+
+def report(split: str, columns: list[Column]) -> None:
+    c0 = columns[0]
+    label = "REPORT split (never tuned on)" if split == "report" else "TUNE split (the verifier is tuned here)"
+    print(f"\n== {label}: {c0.recall.get(('all', 'all'), (0, 0))[0]} wake phrases (home-* streams, "
+          f"{len(WORDS)} words), {c0.real_hours:.2f} h of real speech\n")
+    for axis, values, title in (
+            ("condition", list(corpus.CONDITIONS), "condition"),
+            ("family", list(corpus.FAMILIES), "voice family"),
+            ("word", list(WORDS), "wake word"),
+            ("pair", ["back-to-back, request 1", "back-to-back, request 2"], "back-to-back"),
+            ("detail", sorted({v for (a, v) in c0.recall if a == "detail"}), "detail"),
+            ("all", ["all"], "all phrases")):
+        print("\n".join(table(columns, axis, values, title)))
+        print()
+    print("| false wakes | " + " | ".join(c.name for c in columns) + " |")
+    print("| --- " * (len(columns) + 1) + "|")
+    print("| per hour of real speech | " + " | ".join(
+        f"{c.real_false / c.real_hours:.2f} ({c.real_false})" if c.real_hours else "" for c in columns) + " |")
+    print("| synthesized negatives (count) | " + " | ".join(str(c.synth_false) for c in columns) + " |")
+    print()
+    for line in verdict_lines(columns):
+        print(line)
+    for c in columns:
+        if c.reasons:
+            print(f"{c.name}: verdicts on hits in negatives: {json.dumps(c.reasons, sort_keys=True)}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="recall and false wakes per hour, bare vs verified")
-    parser.add_argument("--split", choices=(*corpus.SPLITS, "both"), default="both")
+    parser = argparse.ArgumentParser(description="wake recall per condition and voice family, and false wakes "
+                                     "per hour, bare openWakeWord beside voxkeep (same audio, same run)")
+    parser.add_argument("--split", choices=(*corpus.SPLITS, "both"), default="report")
     parser.add_argument("--log", type=Path, help="write every hit and its verdict as JSON Lines here")
-    parser.add_argument("--verify-peak", type=float, default=WakeSettings.verify_peak,
-                        help="wake.verify_peak to evaluate (default: the config default; 0.95 is the strict point)")
-    parser.add_argument("--verify-rescore", type=float, default=WakeSettings.verify_rescore,
+    parser.add_argument("--engines", nargs="+", choices=("openwakeword", "microwakeword", "both"),
+                        help="engine settings to compare (default: every one this checkout has)")
+    defaults = WakeSettings()
+    parser.add_argument("--verify-peak", type=float, default=defaults.verify_peak,
+                        help="wake.verify_peak to evaluate (default: the config default)")
+    parser.add_argument("--verify-rescore", type=float, default=defaults.verify_rescore,
                         help="wake.verify_rescore to evaluate (0 turns the re-score off)")
-    parser.add_argument("--verify-sure", type=float, default=WakeSettings.verify_sure,
+    parser.add_argument("--verify-sure", type=float, default=defaults.verify_sure,
                         help="wake.verify_sure to evaluate (a peak this high skips the classifier; 1.0 = never)")
     parser.add_argument("--no-classifier", action="store_true",
                         help="evaluate with wake.verify_classifier = false (the re-score and peak alone)")
     args = parser.parse_args(argv)
-    if not (corpus.cache_dir() / "streams" / "report" / "wake-low-hey_marvin.npy").exists():  # built last
+    if not (corpus.cache_dir() / "streams" / "report" / "home-hey_marvin.npy").exists():  # built last
         corpus.main([])
     models_dir = default_models_dir()
-    settings = WakeSettings(words=list(WORDS), verify=True, verify_peak=args.verify_peak,
-                            verify_rescore=args.verify_rescore, verify_classifier=not args.no_classifier,
-                            verify_sure=args.verify_sure)
-    verifier = WakeVerifier(settings, models_dir)
-    print(f"verified = voxkeep's second look with wake.verify_peak = {settings.verify_peak}, "
-          f"verify_sure = {settings.verify_sure}, "
-          f"verify_rescore = {settings.verify_rescore}, verify_classifier = {settings.verify_classifier}")
+    key = _models_key(models_dir)
+    look = {"verify": True, "verify_peak": args.verify_peak, "verify_rescore": args.verify_rescore,
+            "verify_classifier": not args.no_classifier, "verify_sure": args.verify_sure}
+    print(f"voxkeep = the second look with wake.verify_peak = {args.verify_peak}, verify_sure = {args.verify_sure}, "
+          f"verify_rescore = {args.verify_rescore}, verify_classifier = {not args.no_classifier}")
     cpu_ms: list[float] = []
     log: list[dict] = []
     splits = corpus.SPLITS if args.split == "both" else (args.split,)
     for split in splits:
-        report(split, evaluate(split, models_dir, verifier, cpu_ms, log))
+        streams = sorted((corpus.cache_dir() / "streams" / split).glob("*.npy"))
+        columns = []
+        for engine in args.engines or engines():
+            words = engine_words(engine, models_dir)
+            prefix = {"openwakeword": "openWakeWord", "microwakeword": "microWakeWord", "both": "both"}[engine]
+            columns.append(Column(f"bare {prefix}", engine, None, words))
+            verifier = WakeVerifier(settings_for(engine, words, **look), models_dir)
+            columns.append(Column(f"voxkeep {prefix}", engine, verifier, words))
+        for col in columns:
+            run_column(col, streams, models_dir, key, cpu_ms, log, split)
+        report(split, columns)
     if cpu_ms:
-        print(f"\nverifier CPU per wake: mean {np.mean(cpu_ms):.1f} ms, p95 {np.percentile(cpu_ms, 95):.1f} ms, "
+        print(f"\nsecond-look CPU per wake: mean {np.mean(cpu_ms):.1f} ms, p95 {np.percentile(cpu_ms, 95):.1f} ms, "
               f"max {np.max(cpu_ms):.1f} ms over {len(cpu_ms)} checks (this machine)")
     if args.log:
         args.log.write_text("".join(json.dumps(r) + "\n" for r in log))
