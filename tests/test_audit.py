@@ -106,3 +106,74 @@ def test_cli_audit_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["audit", "verify", "--state-dir", str(state)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "line 1" in err and "edited" in err
+
+
+# --- a damaged log is never extended (issue 14, item 7) ------------------------------------------------------
+
+def test_a_log_cut_off_at_the_end_is_not_extended_and_stays_reported(log: AuditLog) -> None:
+    lines = _lines(log)
+    log.path.write_bytes(b"".join(lines[:-2]))
+    log.append("exported", recordings=0)  # used to chain onto the cut log, which then verified OK
+    with pytest.raises(VaultError, match="set aside as") as err:
+        log.verify()
+    assert "cut off" in str(err.value) and "the 2 entries since are intact" in str(err.value)
+    (aside,) = log.set_aside()
+    assert aside.read_bytes() == b"".join(lines[:-2])  # kept exactly as found
+    first, second = (json.loads(x) for x in _lines(log))
+    assert first["kind"] == "audit_restarted" and first["set_aside"] == aside.name
+    assert first["previous_head"] == {"seq": 6, "hash": json.loads(lines[-1])["hash"]}
+    assert second["kind"] == "exported" and second["seq"] == 2
+    aside.unlink()  # the owner has looked at it
+    assert log.verify().entries == 2
+
+
+@pytest.mark.parametrize("garbage", [b"garbage\n", b"[" * 5000 + b"\n", b'{"seq": 7}\n', b"\xff\xfe\n"])
+def test_a_garbage_last_line_does_not_stop_auditing(tmp_path: Path, garbage: bytes) -> None:
+    from voxkeep.config import VaultSettings
+    from voxkeep.owner import generate_identity
+    from voxkeep.vault import Vault
+
+    with Vault(tmp_path, VaultSettings()) as vault:
+        vault.add_recipient(generate_identity()[1])
+        with open(vault.audit_log.path, "ab") as fh:
+            fh.write(garbage)
+        import numpy as np
+
+        told: list[str] = []
+        vault.audit_log.on_damage = told.append
+        rid = vault.store(np.zeros(1600, np.int16), started_at=0.0, wake_word="alexa", score=0.9, command=None)
+        entries = [json.loads(x) for x in vault.audit_log.read().splitlines()]
+        assert [e["kind"] for e in entries] == ["audit_restarted", "recording_stored"]
+        assert "last line" in entries[0]["problem"] and told and "set aside" in told[0]
+        assert [r.id for r in vault.list()] == [rid]
+
+
+@pytest.mark.parametrize("head", [b"[1]", b"", b"{}", b'{"seq": "1", "hash": "x"}', b"\x00" * 10, b"{" * 5000])
+def test_a_damaged_head_is_one_clear_line_and_the_next_entry_restarts_the_chain(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], head: bytes) -> None:
+    state = tmp_path / "state"
+    assert main(["owner", "add", "age1ft2npjjrvpq90hgh7guxzsr98mf8wvju8r727nu3n66ynh2lcvjsamaqld",
+                 "--state-dir", str(state)]) == 0
+    audit = AuditLog(state / "vault")
+    audit.head_path.write_bytes(head)
+    capsys.readouterr()
+    assert main(["audit", "verify", "--state-dir", str(state)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "audit head file" in err and "damaged" in err, err
+    audit.append("state", mode="muted", cause="test")
+    assert main(["audit", "verify", "--state-dir", str(state)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "set aside" in err and "audit head file" in err, err
+
+
+def test_a_symlink_in_place_of_the_log_is_never_followed(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"precious\n")
+    (tmp_path / "vault").mkdir()
+    audit = AuditLog(tmp_path / "vault")
+    audit.path.symlink_to(target)
+    with pytest.raises(VaultError, match="symbolic link"):
+        audit.append("state", mode="muted", cause="test")
+    with pytest.raises(VaultError, match="symbolic link"):
+        audit.verify()
+    assert target.read_bytes() == b"precious\n"

@@ -82,7 +82,7 @@ def test_an_export_holds_everything_of_its_owner_and_verifies(homes) -> None:
         assert sorted(z.namelist()) == sorted(["manifest.json", "audit.jsonl", "consents.json",
                                                *(f"recordings/{rid}.wav.age" for rid in a.ids)])
         assert json.loads(z.read("consents.json"))[0]["sink"] == "wyoming"
-    assert manifest["schema_version"] == 1 and manifest["owner_recipients"] == [a.recipient]
+    assert manifest["schema_version"] == 2 and manifest["owner_recipients"] == [a.recipient]
     assert manifest["forward_destinations"] == [{"sink": "wyoming", "transfers": 1, "bytes": 4242}]
     assert manifest["retention"]["retention_days"] == 30 and manifest["data_kept"]
     assert [r["id"] for r in manifest["recordings"]] == a.ids
@@ -171,3 +171,134 @@ def test_cli_errors_are_one_clear_line(homes, tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
     assert main(["verify-export", str(bundle), "--identity", str(a.key)]) == 0
     assert "3 recording(s)" in capsys.readouterr().out
+
+
+# --- foreign and hostile content (issue 14, item 5) ---------------------------------------------------------
+
+def _plant(bundle: Path, out: Path, name: str, data: bytes, section: str, **entry) -> Path:
+    """Add ``name`` to a copy of the bundle and list it in the manifest as a forger would (hash and all)."""
+    def edit(manifest: dict) -> None:
+        described = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), **entry}
+        if section == "files":
+            manifest["files"][name] = described
+        else:
+            manifest[section].append({"file": name, **described})
+
+    return _rewrite(bundle, out, add={name: data}, manifest_edit=edit)
+
+
+def test_foreign_content_listed_in_the_manifest_fails_verification(homes, tmp_path: Path) -> None:
+    a, b, bundle = homes
+    identity = read_identities(a.key)
+    stranger = io.BytesIO()
+    with wave.open(stranger, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(b"\0\1" * 1600)
+    foreign = (b.state / "vault" / "recordings" / f"{b.ids[0]}.wav.age").read_bytes()
+    cases = [
+        ("recordings/stranger.wav", stranger.getvalue(), "files", {"kind": "audit_log"}, "no file an export holds"),
+        ("recordings/stranger.wav", stranger.getvalue(), "files", {}, "no file an export holds"),
+        ("quarantine/x.bin", foreign, "quarantined", {"kind": "quarantined_recording"}, "not encrypted to you"),
+        ("quarantine/x.wav", stranger.getvalue(), "quarantined", {"kind": "quarantined_recording"},
+         "not encrypted to you"),
+        ("quarantine/x.bin", foreign, "quarantined", {"kind": "consent_history"}, "must be a quarantined"),
+        ("recordings/stranger.wav", stranger.getvalue(), "recordings", {"kind": "recording", "id": "stranger",
+                                                                        "duration": 0.1}, "id and file"),
+    ]
+    for i, (name, data, section, entry, message) in enumerate(cases):
+        planted = _plant(bundle, tmp_path / f"planted{i}.zip", name, data, section, **entry)
+        with pytest.raises(VaultError, match=message):
+            verify_bundle(planted, identity)
+
+
+@pytest.mark.parametrize("name", ["../../x", "/abs/x", "..\\x", "recordings/../../x", "C:/x", "a//b", "./x"])
+def test_unsafe_member_names_fail_the_bundle(homes, tmp_path: Path, name: str) -> None:
+    a, _, bundle = homes
+    planted = _plant(bundle, tmp_path / "unsafe.zip", name, b"x", "files", kind="audit_log")
+    with pytest.raises(VaultError, match="outside its folder"):
+        verify_bundle(planted, read_identities(a.key))
+
+
+def test_a_symlink_member_fails_the_bundle(homes, tmp_path: Path) -> None:
+    a, _, bundle = homes
+    out = tmp_path / "link.zip"
+    shutil.copy(bundle, out)
+    with zipfile.ZipFile(out, "a") as z:
+        info = zipfile.ZipInfo("recordings/link")
+        info.create_system = 3
+        info.external_attr = (0o120777 << 16)
+        z.writestr(info, "/etc/hostname")
+    with pytest.raises(VaultError, match="symbolic link"):
+        verify_bundle(out, read_identities(a.key))
+
+
+def _central(path: Path, name: str, offset: int, fmt: str, value: int) -> Path:
+    """Overwrite one field of ``name``'s central-directory entry (what a crafted zip changes)."""
+    import struct
+
+    raw = bytearray(path.read_bytes())
+    pos = raw.find(b"PK\x01\x02")
+    while pos >= 0:
+        length = struct.unpack_from("<H", raw, pos + 28)[0]
+        if raw[pos + 46:pos + 46 + length] == name.encode():
+            struct.pack_into(fmt, raw, pos + offset, value)
+            path.write_bytes(bytes(raw))
+            return path
+        pos = raw.find(b"PK\x01\x02", pos + 4)
+    raise AssertionError(f"{name} not in {path}")
+
+
+def test_a_zip_bomb_is_refused_from_its_directory_before_reading(homes, tmp_path: Path) -> None:
+    a, _, bundle = homes
+    bomb = tmp_path / "bomb.zip"
+    shutil.copy(bundle, bomb)
+    with zipfile.ZipFile(bomb, "a", zipfile.ZIP_DEFLATED) as z, z.open("audit.jsonl.bomb", "w") as fh:
+        block = b"\0" * (1 << 20)
+        for _ in range(200):  # 200 MB of zeros, about 200 kB deflated
+            fh.write(block)
+    assert bomb.stat().st_size < 2 * 1024 * 1024
+    with pytest.raises(VaultError, match="zip bomb"):
+        verify_bundle(bomb, read_identities(a.key))
+    # A member that lies about its size unpacks no further than it says, and then fails its CRC.
+    liar = tmp_path / "liar.zip"
+    _rewrite(bundle, liar)
+    member = f"recordings/{a.ids[0]}.wav.age"
+    _central(liar, member, 24, "<I", 100)
+    with pytest.raises(VaultError, match=r"cannot be read|does not match"):
+        verify_bundle(liar, read_identities(a.key))
+
+
+def test_crafted_zips_are_one_clear_line(homes, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, _, bundle = homes
+    member = f"recordings/{a.ids[0]}.wav.age"
+    crafted: dict[str, tuple[Path, str]] = {}
+    bad_crc = tmp_path / "crc.zip"
+    raw = bytearray(bundle.read_bytes())
+    with zipfile.ZipFile(bundle) as z:
+        info = z.getinfo(member)
+    raw[info.header_offset + 30 + len(member) + 200] ^= 0xFF  # a byte of the member's data
+    bad_crc.write_bytes(bytes(raw))
+    crafted["crc"] = (bad_crc, "cannot be read")
+    for label, offset, fmt, value, words in [("encrypted", 8, "<H", 1, "password-encrypted"),
+                                             ("method99", 10, "<H", 99, "compression method 99")]:
+        path = tmp_path / f"{label}.zip"
+        shutil.copy(bundle, path)
+        crafted[label] = (_central(path, member, offset, fmt, value), words)
+    edits = {
+        "not_object": lambda m: m.clear() or m.update({"x": 1}),
+        "recordings_str": lambda m: m.update(recordings="x"),
+        "files_list": lambda m: m.update(files=[]),
+        "recipients_int": lambda m: m.update(owner_recipients=5),
+        "size_str": lambda m: m["recordings"][0].update(size="12"),
+        "duration_nan": lambda m: m["recordings"][0].update(duration="nan"),
+        "kind_missing": lambda m: m["recordings"][0].pop("kind"),
+        "entry_list": lambda m: m["recordings"].append([1]),
+        "schema_str": lambda m: m.update(schema_version="2"),
+        "head_int": lambda m: m.update(audit_head=5),
+    }
+    for label, edit in edits.items():
+        crafted[label] = (_rewrite(bundle, tmp_path / f"{label}.zip", manifest_edit=edit), "")
+    deep = tmp_path / "deep.zip"
+    crafted["deep"] = (_rewrite(bundle, deep, replace={"manifest.json": b"[" * 100000}), "not valid JSON")
+    for label, (path, words) in crafted.items():
+        err = _one_line_error(capsys, ["verify-export", str(path), "--identity", str(a.key)])
+        assert words in err, (label, err)

@@ -284,3 +284,38 @@ def test_forwarding_is_recorded_on_the_recording_and_audited(vault: Vault) -> No
     assert vault.delete(rid, "cli")
     assert not vault.mark_forwarded(rid, "mqtt", 1)
     assert b'"kind":"forwarded"' in vault.audit_log.read() and rid.encode() not in vault.audit_log.read()
+
+
+# --- symbolic links are never followed (issue 14, item 8) ----------------------------------------------------
+
+def test_a_planted_symlink_is_removed_unread_and_never_exported(vault: Vault, state_dir: Path,
+                                                                tmp_path: Path) -> None:
+    import zipfile
+
+    from voxkeep.export import export_bundle
+
+    secret = tmp_path / "hostname"
+    secret.write_bytes(b"the-neighbours-secret\n")
+    rid = _store(vault)
+    (vault.recordings_dir / "planted.wav.age").symlink_to(secret)
+    (vault.quarantine_dir / "q.wav.age").symlink_to(secret)
+    os.mkfifo(vault.recordings_dir / "fifo.wav.age")  # would hang any reader that opened it
+    report = vault.reconcile()
+    assert sorted(report.links_removed) == ["planted.wav.age", "q.wav.age"] and report.not_files == ["fifo.wav.age"]
+    assert "symbolic links removed unread" in report.summary() and report.quarantined == []
+    assert not any(p.is_symlink() for d in (vault.recordings_dir, vault.quarantine_dir) for p in d.iterdir())
+    # An indexed recording whose file was swapped for a link: reported missing, its "file" never bundled.
+    vault.path_of(rid).unlink()
+    vault.path_of(rid).symlink_to(secret)
+    out = tmp_path / "export.zip"
+    export_bundle(vault, out, state_dir)
+    with zipfile.ZipFile(out) as z:
+        assert all(b"the-neighbours-secret" not in z.read(n) for n in z.namelist())
+        assert json_of(z.read("manifest.json"))["missing_files"] == [rid]
+    assert secret.read_bytes() == b"the-neighbours-secret\n"
+
+
+def json_of(data: bytes):
+    import json
+
+    return json.loads(data)

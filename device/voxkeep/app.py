@@ -123,6 +123,10 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
     bus = EventBus(live=source.live)
     privacy.subscribe(bus.publish)
     vault = vault or Vault(state_dir, settings.vault, **({"clock": wall_clock} if wall_clock else {}))
+    # A damaged audit log is set aside by whichever thread appends next; tell the owner from a thread of its
+    # own, since that may be the bus's audit observer itself.
+    vault.audit_log.on_damage = lambda message: threading.Thread(
+        target=bus.publish, args=(Notice(t=0.0, level="error", message=message),), daemon=True).start()
     app = App(settings, privacy, bus, vault)
     app.closers.append(vault.close)
     if events_out:

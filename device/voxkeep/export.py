@@ -15,9 +15,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
+import re
+import stat
+import struct
 import wave
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,12 +33,24 @@ from .audit import verify_chain
 from .durable import fsync_dir, temp_name
 from .errors import VaultError
 from .owner import new_file_outside
-from .vault import SUFFIX, Vault
+from .vault import SUFFIX, Vault, read_regular
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: every file in the manifest names its kind (1 had none)."""
 MANIFEST = "manifest.json"
 AUDIT_MEMBER = "audit.jsonl"
 CONSENT_MEMBER = "consents.json"
+DAMAGED_DIR = "audit-damaged"
+"""Where the bundle holds audit logs the device found damaged and set aside (see audit.py)."""
+FILE_KINDS = {AUDIT_MEMBER: "audit_log", CONSENT_MEMBER: "consent_history"}
+MAX_MEMBER_BYTES = 64 * 1024 * 1024
+"""No export file is larger: a recording is at most a few MB, an audit log grows a few MB a year."""
+MAX_BUNDLE_BYTES = 16 * 1024 * 1024 * 1024
+"""Bound on what a whole bundle may unpack to, checked from the zip's directory before anything is read."""
+MAX_MEMBERS = 1_000_000
+_RECORDING_ID = re.compile(r"[0-9a-f]{8,64}")
+_QUARANTINE_NAME = re.compile(r"quarantine/[^/]+")
+_DAMAGED_NAME = re.compile(rf"{DAMAGED_DIR}/audit-damaged-[0-9TZ-]+\.jsonl")
 
 DATA_KEPT = [
     {"what": "utterances after a wake word, as age-encrypted WAV files",
@@ -73,12 +90,13 @@ def _forward_destinations(audit_data: bytes) -> list[dict[str, Any]]:
     for line in audit_data.splitlines():
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # a damaged line is reported by the chain check, not here
-        if entry.get("kind") == "forwarded":
+        if isinstance(entry, dict) and entry.get("kind") == "forwarded" and isinstance(entry.get("sink"), str):
             dest = totals.setdefault(entry["sink"], {"sink": entry["sink"], "transfers": 0, "bytes": 0})
             dest["transfers"] += 1
-            dest["bytes"] += int(entry.get("size", 0))
+            size = entry.get("size", 0)
+            dest["bytes"] += size if isinstance(size, int) and not isinstance(size, bool) else 0
     return sorted(totals.values(), key=lambda d: d["sink"])
 
 
@@ -88,10 +106,13 @@ def export_bundle(vault: Vault, out: Path, state_dir: Path) -> ExportSummary:
     recordings = vault.list()
     vault.audit("exported", recordings=len(recordings))
     audit_data = vault.audit_log.read()
+    chain: dict[str, Any] = {"audit_head": None}
     try:
-        chain: dict[str, Any] = {"audit_head": verify_chain(audit_data).head}
+        chain["audit_head"] = verify_chain(audit_data).head
+        if vault.audit_log.set_aside():
+            vault.audit_log.verify()  # raises, saying what was set aside and why
     except VaultError as exc:  # still export: the owner has a right to the data, and to know it is damaged
-        chain = {"audit_head": None, "audit_chain_error": str(exc)}
+        chain["audit_chain_error"] = str(exc)
     consents = json.dumps(vault.consent_history(), indent=1).encode()
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -104,25 +125,32 @@ def export_bundle(vault: Vault, out: Path, state_dir: Path) -> ExportSummary:
         "forward_destinations": _forward_destinations(audit_data),
         "active_consents": vault.active_consents(),
         "recordings": [], "quarantined": [], "missing_files": [],
-        "files": {AUDIT_MEMBER: _digest(audit_data), CONSENT_MEMBER: _digest(consents)},
+        "files": {AUDIT_MEMBER: {"kind": "audit_log", **_digest(audit_data)},
+                  CONSENT_MEMBER: {"kind": "consent_history", **_digest(consents)}},
         **chain,
     }
     tmp = temp_name(out)
     try:
         with open(tmp, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as bundle:
             for info in recordings:
-                try:
-                    data = vault.path_of(info.id).read_bytes()
-                except FileNotFoundError:  # deleted meanwhile, or reported missing at start-up
+                data = read_regular(vault.path_of(info.id))
+                if data is None:  # deleted meanwhile, reported missing at start-up, or not a plain file
                     manifest["missing_files"].append(info.id)
                     continue
                 member = f"recordings/{info.id}{SUFFIX}"
                 bundle.writestr(member, data)
-                manifest["recordings"].append({**info.to_dict(), "file": member})
+                manifest["recordings"].append({**info.to_dict(), "kind": "recording", "file": member})
             for path in sorted(vault.quarantine_dir.iterdir()):
-                data = path.read_bytes()
-                bundle.writestr(f"quarantine/{path.name}", data)
-                manifest["quarantined"].append({"file": f"quarantine/{path.name}", **_digest(data)})
+                data = read_regular(path)
+                if data is not None:  # a link or a directory planted there is never followed into
+                    bundle.writestr(f"quarantine/{path.name}", data)
+                    manifest["quarantined"].append({"file": f"quarantine/{path.name}", "kind": "quarantined_recording",
+                                                    **_digest(data)})
+            for path in vault.audit_log.set_aside():
+                data = read_regular(path)
+                if data is not None:
+                    bundle.writestr(f"{DAMAGED_DIR}/{path.name}", data)
+                    manifest["files"][f"{DAMAGED_DIR}/{path.name}"] = {"kind": "damaged_audit_log", **_digest(data)}
             bundle.writestr(AUDIT_MEMBER, audit_data)
             bundle.writestr(CONSENT_MEMBER, consents)
             bundle.writestr(MANIFEST, json.dumps(manifest, indent=1))
@@ -137,22 +165,14 @@ def export_bundle(vault: Vault, out: Path, state_dir: Path) -> ExportSummary:
     return ExportSummary(out, len(manifest["recordings"]), len(manifest["quarantined"]))
 
 
-def _open_bundle(path: Path) -> zipfile.ZipFile:
-    if not path.is_file():
-        raise VaultError(f"export bundle {path} does not exist; pass the file 'voxkeep export --out' wrote")
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise VaultError(f"{path} is not a voxkeep export bundle ({exc}); pass the .zip 'voxkeep export' wrote") \
-            from None
-
+# ------------------------------------------------------------------------------------------------ verifying
 
 def _check_wav(name: str, wav: bytes, duration: float | None) -> None:
     try:
         with wave.open(io.BytesIO(wav)) as w:
             shape = (w.getnchannels(), w.getsampwidth(), w.getframerate())
             frames = w.getnframes()
-    except (wave.Error, EOFError) as exc:
+    except (wave.Error, EOFError, ValueError, struct.error, OverflowError) as exc:
         raise VaultError(f"{name} decrypts but is not a WAV file ({exc}): it is not a voxkeep recording") from None
     if shape != (1, 2, SAMPLE_RATE):
         raise VaultError(f"{name} is not 16 kHz mono 16-bit audio: it is not a voxkeep recording")
@@ -160,31 +180,159 @@ def _check_wav(name: str, wav: bytes, duration: float | None) -> None:
         raise VaultError(f"{name} lasts {frames / SAMPLE_RATE:.3f} s but the manifest says {duration:.3f} s")
 
 
+
+def _open_bundle(path: Path) -> zipfile.ZipFile:
+    if not path.exists():
+        raise VaultError(f"export bundle {path} does not exist; pass the file 'voxkeep export --out' wrote")
+    if not path.is_file():
+        raise VaultError(f"{path} is not a regular file; pass the .zip 'voxkeep export --out' wrote")
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, struct.error,
+            NotImplementedError) as exc:
+        raise VaultError(f"{path} is not a voxkeep export bundle ({exc}); pass the .zip 'voxkeep export' wrote") \
+            from None
+
+
+def _unsafe_name(name: str) -> str | None:
+    """Why a member name could write outside the folder it is unpacked in (or hide what it is); None if safe."""
+    if not name or name.startswith("/") or "\\" in name or ":" in name[:3]:
+        return "an absolute or Windows path"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "a '..' or empty path part"
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        return "control characters"
+    return None
+
+
+def _check_members(path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse a hostile zip before any member is read: names, links, encryption, methods and sizes."""
+    if len(infos) > MAX_MEMBERS:
+        raise VaultError(f"{path} holds {len(infos)} files, more than any export ({MAX_MEMBERS}); do not trust it")
+    total = 0
+    for info in infos:
+        name = info.filename
+        why = _unsafe_name(name)
+        if why:
+            raise VaultError(f"{path} holds a file named {name[:80]!r} ({why}): unpacking it could write outside "
+                             "its folder; this is not a voxkeep export, do not unpack it")
+        kind = (info.external_attr >> 16) & 0o170000
+        if info.is_dir() or (info.create_system == 3 and kind not in (0, stat.S_IFREG)):
+            what = "a symbolic link" if kind == stat.S_IFLNK else "not a plain file"
+            raise VaultError(f"{path}: member {name[:80]!r} is {what}; an export holds plain files only, "
+                             "do not unpack it")
+        if info.flag_bits & 0x1:
+            raise VaultError(f"{path}: member {name[:80]!r} is password-encrypted; a voxkeep export never is "
+                             "(its recordings are age-encrypted inside): it was altered")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise VaultError(f"{path}: member {name[:80]!r} uses compression method {info.compress_type}, which "
+                             "voxkeep never writes: the bundle was altered")
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise VaultError(f"{path}: member {name[:80]!r} unpacks to {info.file_size} bytes, more than any "
+                             f"export file ({MAX_MEMBER_BYTES}); refusing to read it (a zip bomb?)")
+        total += info.file_size
+    if total > MAX_BUNDLE_BYTES:
+        raise VaultError(f"{path} unpacks to {total} bytes, more than the limit of {MAX_BUNDLE_BYTES}; refusing "
+                         "to read it (a zip bomb?)")
+
+
+def _read_member(bundle: zipfile.ZipFile, path: Path, name: str) -> bytes:
+    try:
+        with bundle.open(name) as fh:
+            data = fh.read(MAX_MEMBER_BYTES + 1)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, NotImplementedError, ValueError) as exc:
+        raise VaultError(f"{name} in {path} cannot be read ({exc}): the bundle is damaged or altered; "
+                         "export again") from None
+    if len(data) > MAX_MEMBER_BYTES:
+        raise VaultError(f"{name} in {path} unpacks to more than its stated size: the bundle was altered")
+    return data
+
+
+def _manifest_files(path: Path, manifest: Any) -> dict[str, dict[str, Any]]:
+    """Every member the manifest lists, by name, each with a kind allowed where it sits; VaultError if not."""
+    def bad(what: str) -> VaultError:
+        return VaultError(f"{path}: {MANIFEST} {what}; the bundle was damaged or altered")
+
+    if not isinstance(manifest, dict):
+        raise bad("is not a JSON object")
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise VaultError(f"{path}: manifest schema {str(manifest.get('schema_version'))[:20]!r} is not "
+                         f"{SCHEMA_VERSION}; use the voxkeep version that wrote it")
+    for key, tp in (("owner_recipients", list), ("files", dict), ("recordings", list), ("quarantined", list)):
+        if not isinstance(manifest.get(key), tp):
+            raise bad(f"lacks '{key}' or it is not a {tp.__name__}")
+    if not all(isinstance(r, str) for r in manifest["owner_recipients"]):
+        raise bad("lists an owner recipient that is not a string")
+    for key in ("audit_head", "audit_chain_error"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], str):
+            raise bad(f"has a '{key}' that is not a string")
+    listed: dict[str, dict[str, Any]] = {}
+
+    def add(name: Any, entry: Any, kind: str) -> None:
+        if not isinstance(entry, dict) or not isinstance(name, str):
+            raise bad(f"lists a file that is not described by a JSON object ({str(name)[:80]!r})")
+        if entry.get("kind") != kind:
+            raise bad(f"gives {name[:80]!r} the kind {str(entry.get('kind'))[:40]!r}, but a file there must be "
+                      f"a {kind}")
+        size, sha = entry.get("size"), entry.get("sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or not isinstance(sha, str):
+            raise bad(f"gives {name[:80]!r} no integer size or string sha256")
+        if name in listed:
+            raise bad(f"lists {name[:80]!r} twice")
+        listed[name] = entry
+
+    for name, entry in manifest["files"].items():
+        kind = FILE_KINDS.get(name) or ("damaged_audit_log" if _DAMAGED_NAME.fullmatch(name) else None)
+        if kind is None:
+            raise VaultError(f"{path}: {MANIFEST} lists {name[:80]!r}, which is no file an export holds; "
+                             "the bundle was altered, do not trust it")
+        add(name, entry, kind)
+    for name in FILE_KINDS:
+        if name not in listed:
+            raise bad(f"does not list {name}")
+    for entry in manifest["recordings"]:
+        rid = entry.get("id") if isinstance(entry, dict) else None
+        if not isinstance(rid, str) or not _RECORDING_ID.fullmatch(rid) or entry.get("file") != \
+                f"recordings/{rid}{SUFFIX}":
+            raise bad(f"lists a recording whose id and file do not match ({str(entry)[:80]})")
+        duration = entry.get("duration")
+        if not isinstance(duration, int | float) or isinstance(duration, bool) or not math.isfinite(duration):
+            raise bad(f"gives recording {rid} no duration")
+        add(entry["file"], entry, "recording")
+    for entry in manifest["quarantined"]:
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not _QUARANTINE_NAME.fullmatch(name):
+            raise bad(f"lists a quarantined file outside quarantine/ ({str(entry)[:80]})")
+        add(name, entry, "quarantined_recording")
+    return listed
+
+
 def verify_bundle(path: Path, identities: list[Any]) -> VerifyReport:
-    """Check every file of a bundle against its manifest and decrypt every recording; VaultError on any doubt."""
+    """Check every file of a bundle against its manifest and decrypt every recording; VaultError on any doubt.
+
+    Nothing is read before the zip's structure passed ``_check_members`` (names, links, encryption,
+    compression, sizes), and nothing unlisted, or listed under a kind it cannot have, is accepted.
+    """
     import pyrage
 
     with _open_bundle(path) as bundle:
-        names = bundle.namelist()
+        infos = bundle.infolist()
+        _check_members(path, infos)
+        names = [i.filename for i in infos]
+        if len(names) != len(set(names)):
+            raise VaultError(f"{path} holds the same file name twice: the bundle was altered")
         if MANIFEST not in names:
             raise VaultError(f"{path} has no {MANIFEST}: it is not a voxkeep export bundle")
         try:
-            manifest = json.loads(bundle.read(MANIFEST))
-        except ValueError:
+            manifest = json.loads(_read_member(bundle, path, MANIFEST))
+        except (ValueError, RecursionError):
             raise VaultError(f"{path}: {MANIFEST} is not valid JSON; the bundle was damaged or altered") from None
-        if manifest.get("schema_version") != SCHEMA_VERSION:
-            raise VaultError(f"{path}: manifest schema {manifest.get('schema_version')!r} is not "
-                             f"{SCHEMA_VERSION}; use the voxkeep version that wrote it")
+        listed = _manifest_files(path, manifest)
         mine = [str(i.to_public()) for i in identities]
-        recipient = next((r for r in mine if r in manifest.get("owner_recipients", [])), None)
+        recipient = next((r for r in mine if r in manifest["owner_recipients"]), None)
         if recipient is None:
             raise VaultError(f"this identity ({mine[0]}) is not an owner recipient of {path}: the export is "
                              "not yours, or you passed the wrong key file")
-        listed: dict[str, dict[str, Any]] = {name: dict(d) for name, d in manifest.get("files", {}).items()}
-        for item in manifest.get("recordings", []) + manifest.get("quarantined", []):
-            listed[item["file"]] = item
-        if len(names) != len(set(names)):
-            raise VaultError(f"{path} holds the same file name twice: the bundle was altered")
         extra = sorted(set(names) - set(listed) - {MANIFEST})
         if extra:
             raise VaultError(f"{path} holds {len(extra)} file(s) its manifest does not list (first: {extra[0]}): "
@@ -194,18 +342,18 @@ def verify_bundle(path: Path, identities: list[Any]) -> VerifyReport:
             raise VaultError(f"{path} lacks {len(absent)} listed file(s) (first: {absent[0]}): the bundle is "
                              "incomplete; export again")
         for name, expected in sorted(listed.items()):
-            data = bundle.read(name)
-            if _digest(data) != {"size": expected.get("size"), "sha256": expected.get("sha256")}:
+            data = _read_member(bundle, path, name)
+            if _digest(data) != {"size": expected["size"], "sha256": expected["sha256"]}:
                 raise VaultError(f"{name} in {path} does not match its size/SHA-256 in the manifest: altered or "
                                  "replaced; do not trust this bundle")
-            if name.endswith(SUFFIX):
+            if expected["kind"] in ("recording", "quarantined_recording"):
                 try:
                     wav = pyrage.decrypt(data, identities)
-                except pyrage.DecryptError:
+                except Exception:  # pyrage.DecryptError, or a malformed age header
                     raise VaultError(f"{name} in {path} cannot be decrypted with your identity: it is not "
                                      "encrypted to you (not your recording)") from None
                 _check_wav(name, wav, expected.get("duration"))
-        audit_data = bundle.read(AUDIT_MEMBER)
+        audit_data = _read_member(bundle, path, AUDIT_MEMBER)
     if manifest.get("audit_chain_error"):
         raise VaultError(f"the device reported its audit log damaged when exporting: {manifest['audit_chain_error']}")
     report = verify_chain(audit_data)

@@ -32,6 +32,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -126,18 +127,26 @@ class ReconcileReport:
     """Ids of indexed recordings whose file is gone (the row is kept, so the owner sees it)."""
     deletions_finished: int = 0
     """Recordings whose deletion was interrupted by a crash and has now been completed."""
+    links_removed: list[str] = field(default_factory=list)
+    """Symbolic links found in recordings/ or quarantine/, removed without reading what they point at."""
+    not_files: list[str] = field(default_factory=list)
+    """Directories, FIFOs and the like found there: left alone (never read or exported); remove them."""
 
     @property
     def clean(self) -> bool:
-        return not (self.temp_removed or self.quarantined or self.missing or self.deletions_finished)
+        return not (self.temp_removed or self.quarantined or self.missing or self.deletions_finished
+                    or self.links_removed or self.not_files)
 
     def summary(self) -> str:
         """One log line."""
         if self.clean:
             return "vault consistent"
+        odd = (f", {len(self.links_removed)} symbolic links removed unread" if self.links_removed else "") + (
+            f", {len(self.not_files)} entries that are not files left alone (remove them: {self.not_files[0]})"
+            if self.not_files else "")
         return (f"vault reconciled: {len(self.temp_removed)} partial files removed, {len(self.quarantined)} orphan "
                 f"files quarantined, {len(self.missing)} recordings missing their file, "
-                f"{self.deletions_finished} interrupted deletions finished")
+                f"{self.deletions_finished} interrupted deletions finished{odd}")
 
 
 def wav_bytes(pcm: np.ndarray) -> bytes:
@@ -149,6 +158,24 @@ def wav_bytes(pcm: np.ndarray) -> bytes:
         w.setframerate(SAMPLE_RATE)
         w.writeframes(pcm.astype("<i2", copy=False).tobytes())
     return buf.getvalue()
+
+
+def read_regular(path: Path) -> bytes | None:
+    """The bytes of ``path`` if it is a plain file; None if it is missing, a symlink, a FIFO or a directory.
+
+    The vault never follows a symbolic link (O_NOFOLLOW) and never blocks on a planted FIFO (O_NONBLOCK):
+    whatever a link points at, ``/etc/shadow`` or another household's files, is never read or exported.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            return None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return fh.read()
 
 
 def _ref(salt: bytes, recording_id: str) -> str:
@@ -444,18 +471,30 @@ class Vault:
         if report.deletions_finished:
             self.audit("deletion_resumed", count=report.deletions_finished)
         indexed = {r[0]: r[1] for r in self._query("SELECT id, salt FROM recordings")}
+        for directory in (self.recordings_dir, self.quarantine_dir):
+            for path in sorted(directory.iterdir()):
+                mode = path.lstat().st_mode
+                if stat.S_ISLNK(mode):  # planted: removed unread, whatever it points at
+                    path.unlink()
+                    report.links_removed.append(path.name)
+                elif not stat.S_ISREG(mode):
+                    report.not_files.append(path.name)
         for path in sorted(self.recordings_dir.iterdir()):
             rid = path.name.removesuffix(SUFFIX)
-            if path.name.endswith(SUFFIX) and rid in indexed:
+            if (path.name.endswith(SUFFIX) and rid in indexed) or path.name in report.not_files:
                 continue
             os.replace(path, self.quarantine_dir / path.name)
             report.quarantined.append(path.name)
+        if report.links_removed:
+            fsync_dir(self.recordings_dir)
+            fsync_dir(self.quarantine_dir)
+            self.audit("links_removed", count=len(report.links_removed))
         if report.quarantined:
             fsync_dir(self.quarantine_dir)
             fsync_dir(self.recordings_dir)
             self.audit("orphans_quarantined", count=len(report.quarantined))
         for rid, salt in indexed.items():
-            if not self.path_of(rid).exists():
+            if not self.path_of(rid).is_file() or self.path_of(rid).is_symlink():
                 report.missing.append(rid)
                 self.audit("recording_missing", ref=_ref(salt, rid))
         (log.info if report.clean else log.warning)("%s", report.summary())
