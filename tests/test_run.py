@@ -123,6 +123,48 @@ def test_bad_audio_files_give_one_clear_line(two_wakes: Path, tmp_path: Path, st
     assert word in line
 
 
+def _wav_header(rate: int, channels: int = 1, frames: int = 16000) -> bytes:
+    import struct
+
+    data = b"\0\1" * frames * channels
+    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack(
+        "<IHHIIHH", 16, 1, channels, rate, rate * 2 * channels, 2 * channels, 16) + b"data"
+            + struct.pack("<I", len(data)) + data)
+
+
+@pytest.mark.parametrize(("rate", "channels", "word"), [(1, 1, "sample rate of 1 Hz"), (3999, 1, "3999 Hz"),
+                                                        (400000, 1, "400000 Hz"), (16000, 200, "200 channels")])
+def test_a_file_declaring_an_absurd_rate_is_refused_before_decoding(tmp_path: Path, state_dir: Path, rate: int,
+                                                                   channels: int, word: str) -> None:
+    bad = tmp_path / "absurd.wav"
+    bad.write_bytes(_wav_header(rate, channels, frames=1000))  # 1 Hz: 4 GB once resampled, before the fix
+    proc = run_cli("run", "--input", str(bad), "--state-dir", str(state_dir))
+    assert proc.returncode == 1 and word in one_error_line(proc.stderr)
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "device"])
+def test_an_input_that_is_not_a_file_says_so(tmp_path: Path, state_dir: Path, kind: str) -> None:
+    import os
+
+    path = {"directory": tmp_path, "fifo": tmp_path / "fifo", "device": Path("/dev/zero")}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    proc = run_cli("run", "--input", str(path), "--state-dir", str(state_dir))
+    line = one_error_line(proc.stderr)
+    assert proc.returncode == 1 and "is not a regular file" in line and "does not exist" not in line
+
+
+def test_a_closed_stdin_says_it_is_closed(state_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os, sys; os.close(0); sys.stdin = None; "
+                           "from voxkeep.cli import main; sys.exit(main())", "run", "--input", "-",
+                           "--state-dir", str(state_dir)], capture_output=True, timeout=120, check=False)
+    line = one_error_line(proc.stderr)
+    assert proc.returncode == 1 and "stdin is closed" in line and "terminal" not in line
+
+
 def test_custom_wake_word_by_path_uses_the_file_stem(two_wakes: Path, tmp_path: Path, models_dir: Path,
                                                      state_dir: Path) -> None:
     custom = tmp_path / "kitchen_v2.onnx"

@@ -85,7 +85,14 @@ expect = { events = ["wake:alexa"], recordings = 5 }
     ('[[step]]\nsilence = 1\n[[step]]\nsilence = 2\nexpect = { events = ["woke:alexa"] }\n', 5,
      "unknown event type 'woke'"),
     ('[[step]]\nsay = "hi"\nsilence = 2\n', 3, "has both 'say' and 'silence'"),
-    ('[[step]]\nsilence = -1\n', 2, "silence must be at least 0"),
+    ('[[step]]\nsilence = -1\n', 2, "silence must be between 0 and 600"),
+    ('[[step]]\nsilence = inf\n', 2, "silence must be between 0 and 600, not inf"),
+    ('[[step]]\nsilence = nan\n', 2, "silence must be between 0 and 600, not nan"),
+    ('[[step]]\nsilence = 1e9\n', 2, "silence must be between 0 and 600"),
+    ('[[step]]\nsay = "hi"\npause = inf\n', 3, "pause must be between"),
+    ('[[step]]\nsay = "hi"\ngain_db = nan\n', 3, "gain_db must be between"),
+    ('noise = { kind = "pink", snr_db = -inf }\n[[step]]\nsilence = 1\n', 1, "snr_db must be between"),
+    ('x = ' + '[' * 3000 + ']' * 3000 + '\n[[step]]\nsilence = 1\n', 1, "nested too deeply"),
     ('[[step]]\npause = 1\n', 1, "step 1 does nothing"),
     ('title = "no steps"\n', 1, "needs at least one [[step]]"),
     ('noise = { kind = "pink" }\n[[step]]\nsilence = 1\n', 1, "exactly one of snr_db"),
@@ -98,8 +105,16 @@ def test_a_malformed_scenario_names_the_line_and_the_problem(tmp_path: Path, tex
     code, out, err = simulate(tmp_path / "work", str(path))
     assert code == 1
     message = one_error_line(err.encode())
-    assert f"line {line}" in message and problem in message, message
+    assert (f"line {line}" in message or "nested" in message) and problem in message, message
     assert out == ""  # nothing ran
+
+
+def test_a_line_that_looks_like_an_option_is_spoken_not_obeyed(tmp_path: Path) -> None:
+    from voxkeep.testing.speech import speak
+
+    target = tmp_path / "written-by-espeak.wav"
+    samples = speak(f"-w{target}")
+    assert not target.exists() and len(samples) > 16000  # spoken aloud, as the scenario said
 
 
 def test_bad_settings_in_a_scenario_point_at_their_line(tmp_path: Path) -> None:

@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 FRAME_BYTES = FRAME_SAMPLES * 2
 MIC_QUEUE_FRAMES = 64
 """About 5 s of audio buffered between the PortAudio thread and the loop before frames are dropped."""
+MIN_RATE, MAX_RATE = 4000, 192000
+"""Sample rates a sound file may declare: below telephone quality or above studio rates is a damaged header
+(a 1 Hz file resampled to 16 kHz turns each 16384-frame block into 262 million samples)."""
+MAX_CHANNELS = 32
+"""Channels a sound file may declare; each decoded block holds BLOCK frames of every channel."""
 
 
 class AudioSource(ABC):
@@ -148,19 +153,29 @@ class WavFileSource(AudioSource):
     def open(self) -> None:
         import soundfile
 
-        if not self.path.is_file():
+        if not self.path.exists():
             raise AudioInputError(f"audio file {self.path} does not exist; check the --input path")
+        if not self.path.is_file():  # a directory, FIFO or device (/dev/zero) would hang or never end
+            raise AudioInputError(f"{self.path} is not a regular file (a directory, pipe or device); give a sound "
+                                  "file, or pipe raw audio in with --input -")
         _check_riff_length(self.path)
         try:
             self._file = soundfile.SoundFile(str(self.path))
-        except (soundfile.LibsndfileError, RuntimeError) as exc:
+        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
             reason = str(exc).split(": ", 1)[-1]
             raise AudioInputError(f"{self.path} is not a readable audio file ({reason}); "
                                   "give a WAV, FLAC or OGG file") from None
-        if self._file.frames == 0 or self._file.samplerate <= 0:
+        rate, channels = self._file.samplerate, self._file.channels
+        problem = ("contains no audio" if self._file.frames == 0 else
+                   f"declares a sample rate of {rate} Hz, outside {MIN_RATE}-{MAX_RATE} Hz"
+                   if not MIN_RATE <= rate <= MAX_RATE else
+                   f"declares {channels} channels, more than {MAX_CHANNELS}" if not 1 <= channels <= MAX_CHANNELS
+                   else "")
+        if problem:  # an absurd header would make resampling allocate gigabytes per block
             self._file.close()
-            raise AudioInputError(f"{self.path} contains no audio; record or export it again")
-        self._framer = _Framer(int(self._file.samplerate))
+            raise AudioInputError(f"{self.path} {problem}; it is damaged or not a recording: record or export "
+                                  "it again")
+        self._framer = _Framer(int(rate))
         super().open()
 
     def close(self) -> None:
@@ -181,6 +196,15 @@ class WavFileSource(AudioSource):
         return self._ready.pop(0) if self._ready else None
 
 
+def _closed(stream: Any) -> bool:
+    """Whether a standard stream has no open file behind it (started with ``<&-``)."""
+    try:
+        os.fstat(stream.fileno())
+    except (OSError, ValueError):
+        return True
+    return False
+
+
 class StdinSource(AudioSource):
     """Raw S16_LE 16 kHz mono PCM on a pipe, e.g. from ``arecord -r 16000 -f S16_LE -c 1 -t raw``."""
 
@@ -195,7 +219,11 @@ class StdinSource(AudioSource):
 
     def open(self) -> None:
         if self._stream is None:
-            if sys.stdin is None or sys.stdin.isatty():
+            if sys.stdin is None or _closed(sys.stdin):
+                raise AudioInputError(
+                    "--input - reads raw audio from a pipe, but stdin is closed; pipe audio in, e.g. "
+                    "arecord -r 16000 -f S16_LE -c 1 -t raw | voxkeep run --input -")
+            if sys.stdin.isatty():
                 raise AudioInputError(
                     "--input - reads raw audio from a pipe, but stdin is a terminal; "
                     "pipe audio in, e.g. arecord -r 16000 -f S16_LE -c 1 -t raw | voxkeep run --input -")

@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import textwrap
 import threading
@@ -93,6 +94,10 @@ and the reference wiring of hw/README.md (one LED, one button)."""
 
 SAY_PAUSE = 1.5
 """Default silence after a spoken line: long enough for the command window or recording to end."""
+MAX_SECONDS = 600.0
+"""Longest silence or pause of one step: ten minutes (each second is 32 kB of generated audio)."""
+MAX_SAY = 2000
+"""Longest spoken line, in characters."""
 TAIL_SECONDS = 1.0
 """Silence appended after the last step so every expectation is judged before the input ends."""
 
@@ -213,11 +218,12 @@ class _Checker:
     def fail(self, line: int, problem: str) -> ConfigError:
         return ConfigError(f"{self.path} line {line}: {problem}")
 
-    def number(self, value: Any, what: str, line: int, *, minimum: float | None = None) -> float:
+    def number(self, value: Any, what: str, line: int, *, minimum: float, maximum: float) -> float:
+        """A finite number in [minimum, maximum] (a silence of 1e9 s would need 64 TB of audio)."""
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(line, f"{what} must be a number, not {value!r}")
-        if minimum is not None and value < minimum:
-            raise self.fail(line, f"{what} must be at least {minimum:g}, not {value!r}")
+        if not (math.isfinite(value) and minimum <= value <= maximum):
+            raise self.fail(line, f"{what} must be between {minimum:g} and {maximum:g}, not {value!r}")
         return float(value)
 
     def text(self, value: Any, what: str, line: int, choices: tuple[str, ...] = ()) -> str:
@@ -251,6 +257,8 @@ def load_scenario(path: str | Path) -> Scenario:
     except tomllib.TOMLDecodeError as exc:
         where = re.search(r"line (\d+)", str(exc))
         raise ConfigError(f"{path} line {where.group(1) if where else '?'}: {exc}; fix the TOML syntax there") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read; a scenario needs only a few levels") from None
     return parse_scenario(data, path, text)
 
 
@@ -286,10 +294,9 @@ def _parse_noise(raw: Any, check: _Checker, line: int) -> Noise:
     kind = check.text(table.get("kind", "pink"), "noise kind", line, NOISE_KINDS)
     if ("snr_db" in table) == ("level_dbfs" in table):
         raise check.fail(line, "noise needs exactly one of snr_db (relative to the speech) or level_dbfs")
-    snr = check.number(table["snr_db"], "noise snr_db", line) if "snr_db" in table else None
-    level = check.number(table["level_dbfs"], "noise level_dbfs", line) if "level_dbfs" in table else None
-    if level is not None and level > 0:
-        raise check.fail(line, f"noise level_dbfs must be 0 or below (full scale), not {level:g}")
+    snr = check.number(table["snr_db"], "noise snr_db", line, minimum=-30, maximum=80) if "snr_db" in table else None
+    level = (check.number(table["level_dbfs"], "noise level_dbfs (0 is full scale)", line, minimum=-120, maximum=0)
+             if "level_dbfs" in table else None)
     return Noise(kind, snr, level)
 
 
@@ -312,13 +319,15 @@ def _parse_step(index: int, raw: Any, check: _Checker, at: _Locator, voice: dict
     value = raw.get(action) if action else None
     if action == "say":
         value = check.text(value, "say", where)
+        if len(value) > MAX_SAY:
+            raise check.fail(where, f"say is {len(value)} characters long; split it into lines of at most {MAX_SAY}")
     elif action == "play":
         file = base / check.text(value, "play", where)
         if not file.is_file():
             raise check.fail(where, f"sound file {file} does not exist; paths are relative to the scenario file")
         value = file
     elif action == "silence":
-        value = check.number(value, "silence", where, minimum=0)
+        value = check.number(value, "silence", where, minimum=0, maximum=MAX_SECONDS)
     elif action == "press":
         value = check.text(value, "press", where, ("short", "long"))
     elif action == "switch":
@@ -334,7 +343,8 @@ def _parse_step(index: int, raw: Any, check: _Checker, at: _Locator, voice: dict
         ((verb, sink),) = table.items()
         value = (verb, check.text(sink, f"consent {verb}", where, SINKS))
     default_pause = SAY_PAUSE if action in ("say", "play") else 0.0
-    pause = check.number(raw.get("pause", default_pause), "pause", at.key("pause", index), minimum=0)
+    pause = check.number(raw.get("pause", default_pause), "pause", at.key("pause", index), minimum=0,
+                         maximum=MAX_SECONDS)
     expect = _parse_expect(raw["expect"], check, at.key("expect", index), index) if "expect" in raw else None
     speed = raw.get("speed", voice.get("speed", 150))
     if not isinstance(speed, int) or isinstance(speed, bool) or not 80 <= speed <= 450:
@@ -346,7 +356,8 @@ def _parse_step(index: int, raw: Any, check: _Checker, at: _Locator, voice: dict
                 voice=check.text(raw.get("voice", voice.get("voice", default_voice)) or "slt", "voice",
                                  at.key("voice", index)),
                 speed=speed, engine=engine,
-                gain_db=check.number(raw.get("gain_db", 0.0), "gain_db", at.key("gain_db", index)),
+                gain_db=check.number(raw.get("gain_db", 0.0), "gain_db", at.key("gain_db", index), minimum=-60,
+                                     maximum=40),
                 expect=expect)
 
 

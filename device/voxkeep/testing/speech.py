@@ -35,7 +35,8 @@ def speak(text: str, voice: str = "en-us", speed: int = 150, engine: str = "espe
         if engine == "flite":
             _run(["flite", "-voice", voice or "slt", "-t", text, "-o", str(raw)])
         else:
-            _run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text])
+            # "--": text starting with "-" (say = "-w/tmp/x.wav") is spoken, never taken as an option.
+            _run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), "--", text])
         # -R: dither with a fixed seed, so the same text always gives the same samples (tests sit near
         # thresholds); dither itself stays, since digital silence is nothing a microphone ever hears.
         _run(["sox", "-R", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out)])
