@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from voxkeep import FRAME_SAMPLES
-from voxkeep.capture import FRAME_SECONDS, Endpointer, UtteranceCapture, frame_dbfs
+from voxkeep.capture import FRAME_SECONDS, Endpointer, UtteranceCapture, speech_dbfs
 from voxkeep.testing.speech import speak
 
 
@@ -24,10 +24,11 @@ def _capture(room_dbfs: float, after: np.ndarray, max_seconds: float = 10.0) -> 
     """Seconds captured after the wake, in a room at ``room_dbfs`` heard for 3 s beforehand."""
     endpointer = Endpointer()
     for frame in _frames(_noise(3.0, room_dbfs)):
-        endpointer.observe(frame_dbfs(frame))
+        endpointer.observe(speech_dbfs(frame))
     cap = UtteranceCapture(preroll=[], t_wake=0.0, wake_word="w", score=1.0, store_allowed=True, wall_time=0.0,
                            endpointer=endpointer, max_seconds=max_seconds, silence_seconds=0.7)
     for i, frame in enumerate(_frames(after), 1):
+        endpointer.observe(speech_dbfs(frame))  # the daemon hears every frame, in a capture too
         if cap.feed(frame, i * FRAME_SECONDS) is not None:
             return i * FRAME_SECONDS
     return float("inf")
@@ -51,3 +52,35 @@ def test_no_speech_after_the_wake_ends_after_a_short_grace() -> None:
 def test_never_longer_than_the_maximum() -> None:
     endless = np.tile(speak("la la la la la la"), 6)
     assert _capture(-70.0, endless, max_seconds=4.0) == pytest.approx(4.0, abs=0.1)
+
+
+@pytest.mark.parametrize("snr_db", [5.0, 10.0])
+def test_a_rumbling_room_neither_cuts_a_request_short_nor_holds_the_window_open(snr_db: float) -> None:
+    """Brown noise (a dishwasher) swings 20 dB from one 80 ms frame to the next: measured broadband,
+    it cut requests off mid-sentence or kept the window open to its maximum."""
+    from pathlib import Path
+
+    from voxkeep.simulate import make_noise
+
+    words = speak("what will the weather be like tomorrow")
+    loud = np.nonzero(np.abs(words) > 0.02 * np.abs(words).max())[0]
+    words = words[loud[0]:loud[-1] + 1].astype(np.float64)
+    spoken = len(words) / 16000
+    n = len(words) + 6 * 16000
+    rumble = make_noise("brown", 3 * 16000 + n, np.random.default_rng(2), Path()).astype(np.float64)
+    rumble *= np.sqrt(np.mean(words[np.abs(words) > 0.05 * np.abs(words).max()] ** 2) / 10 ** (snr_db / 10))
+    before, room = rumble[:3 * 16000], rumble[3 * 16000:]
+    after = room.copy()
+    after[:len(words)] += words
+    endpointer = Endpointer()
+    for frame in _frames(np.clip(before, -32768, 32767).astype(np.int16)):
+        endpointer.observe(speech_dbfs(frame))
+    cap = UtteranceCapture(preroll=[], t_wake=0.0, wake_word="w", score=1.0, store_allowed=True, wall_time=0.0,
+                           endpointer=endpointer, max_seconds=10.0, silence_seconds=0.7)
+    took = float("inf")
+    for i, frame in enumerate(_frames(np.clip(after, -32768, 32767).astype(np.int16)), 1):
+        endpointer.observe(speech_dbfs(frame))
+        if cap.feed(frame, i * FRAME_SECONDS) is not None:
+            took = i * FRAME_SECONDS
+            break
+    assert spoken <= took <= spoken + 1.5, (spoken, took)

@@ -18,23 +18,51 @@ from . import FRAME_SAMPLES, SAMPLE_RATE
 
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
 
+COMMAND_LEAD_SECONDS = 0.64
+"""How far before the confirmed wake the command window begins. The wake model fires 0.1-0.3 s after
+the wake word ends and the second look waits 0.16 s more, so "alexa, delete what I just said" said in
+one breath had lost its "de-" by then and no command fitted; the window now starts inside the wake
+word's tail, which the command grammar absorbs."""
 
-def frame_dbfs(frame: np.ndarray) -> float:
-    """Level of one frame in dB relative to full scale (silence is -100)."""
-    f = frame.astype(np.float32)
-    rms = math.sqrt(float(np.dot(f, f)) / len(f))
-    return 20.0 * math.log10(rms / 32768.0) if rms > 0.5 else -100.0
+WAKE_PHRASE_SECONDS = 0.96
+"""How long before a confirmed wake its phrase typically began (a short wake word, the model's delay
+and the look-ahead). When a new wake word cuts an open utterance short, the old one ends there: a
+longer guess would cut the end of the request before it ("stop sharing" heard as "stop"), a shorter
+one leaves more of the next wake phrase in it, which the recogniser tolerates up to 0.2 s of."""
+
+
+_BAND = (np.fft.rfftfreq(FRAME_SAMPLES, 1 / SAMPLE_RATE) >= 250.0) & (np.fft.rfftfreq(FRAME_SAMPLES, 1 / SAMPLE_RATE)
+                                                                      <= 4000.0)
+
+
+def speech_dbfs(frame: np.ndarray) -> float:
+    """Level of one frame in the speech band (250 Hz-4 kHz), in dB relative to full scale (silence -100).
+
+    Why the band: a dishwasher's or a road's rumble (brown noise) puts its power below 250 Hz, where
+    80 ms frames swing by 20 dB; measured broadband, the swings crossed any speech threshold and kept
+    command windows open to their maximum. In the band the same rumble is steady and 20-30 dB under
+    the voice.
+    """
+    if len(frame) != FRAME_SAMPLES:
+        frame = np.resize(frame, FRAME_SAMPLES)
+    spectrum = np.fft.rfft(frame.astype(np.float32))[_BAND]
+    power = float(np.vdot(spectrum, spectrum).real) * 2 / FRAME_SAMPLES ** 2
+    return 10.0 * math.log10(power) - 90.3 if power > 0.25 else -100.0
 
 
 class Endpointer:
     """Says what counts as speech in this room: a margin above the recent noise floor.
 
-    The floor is a low percentile of the last few seconds of frame levels heard outside utterances,
-    so a steady fan or fridge becomes "silence" at once (no slow adaptation), while the gaps between
-    words keep the floor down during conversation. It is taken once when a capture starts.
+    The floor is a low percentile of the last few seconds of frame levels, all of them, during
+    utterances too: a steady fan or fridge becomes "silence" at once (no slow adaptation), the gaps
+    between words keep the floor down during speech, and a dishwasher switched on mid-request becomes
+    the floor within seconds instead of holding the window open to its maximum. The margin shrinks
+    with the speech: at 5 dB SNR a voice stands only a few dB above the rumble, and a fixed 10 dB
+    margin heard it as silence and cut requests off mid-sentence.
     """
 
     FLOOR_PERCENTILE = 10.0
+    MIN_MARGIN_DB = 3.0
 
     def __init__(self, margin_db: float = 10.0, min_speech_dbfs: float = -55.0, history_seconds: float = 5.0) -> None:
         self.margin_db = margin_db
@@ -42,16 +70,20 @@ class Endpointer:
         self._levels: deque[float] = deque(maxlen=max(1, round(history_seconds / FRAME_SECONDS)))
 
     def observe(self, level: float) -> None:
-        """Remember the level of a frame heard outside any utterance."""
+        """Remember the level of a frame (every frame the microphone delivers)."""
         self._levels.append(level)
 
     @property
     def floor(self) -> float:
         return float(np.percentile(self._levels, self.FLOOR_PERCENTILE)) if self._levels else -100.0
 
-    def threshold(self) -> float:
-        """The level above which a frame is speech, now."""
-        return max(self.floor + self.margin_db, self.min_speech_dbfs)
+    def threshold(self, speech_dbfs: float | None = None) -> float:
+        """The level above which a frame is speech, now; ``speech_dbfs``: how loud the speech has been."""
+        floor = self.floor
+        margin = self.margin_db
+        if speech_dbfs is not None:
+            margin = min(margin, max(self.MIN_MARGIN_DB, (speech_dbfs - floor) / 2))
+        return max(floor + margin, self.min_speech_dbfs)
 
 
 @dataclass(frozen=True)
@@ -67,7 +99,10 @@ class Utterance:
     pcm: np.ndarray
     """int16 16 kHz mono samples: pre-roll, then everything after the wake."""
     command_start: int
-    """Index in ``pcm`` where the audio after the wake begins (the command window)."""
+    """Index in ``pcm`` where the audio after the wake begins."""
+    window_start: int
+    """Index in ``pcm`` where the command window begins: up to ``COMMAND_LEAD_SECONDS`` before
+    ``command_start``, since a command said straight after the wake word starts before the wake is confirmed."""
     store_allowed: bool
     """Whether the mode allowed keeping audio when the wake was heard (checked again when storing)."""
     wall_time: float
@@ -79,12 +114,17 @@ class UtteranceCapture:
 
     def __init__(self, *, preroll: Iterable[np.ndarray], t_wake: float, wake_word: str, score: float,
                  store_allowed: bool, wall_time: float, endpointer: Endpointer, max_seconds: float,
-                 silence_seconds: float, start_grace_seconds: float = 2.0) -> None:
+                 silence_seconds: float, start_grace_seconds: float = 2.0, lead_frames: int = 0) -> None:
+        """``preroll`` ends with the wake frame; its last ``lead_frames`` also belong to the command window."""
         self._frames: list[np.ndarray] = list(preroll)
         self._command_start = len(self._frames) * FRAME_SAMPLES
+        self._window_start = max(0, len(self._frames) - lead_frames) * FRAME_SAMPLES
         self._t_wake = t_wake
         self._meta = (wake_word, score, store_allowed, wall_time)
-        self._speech_above = endpointer.threshold()
+        self._endpointer = endpointer
+        self._loudest = max((speech_dbfs(f) for f in self._frames[-lead_frames:]), default=None) \
+            if lead_frames else None
+        """Loudest frame of the wake phrase's tail and the request so far: how loud this speaker is."""
         self._max_frames = max(1, round(max_seconds / FRAME_SECONDS))
         self._silence_frames = max(1, round(silence_seconds / FRAME_SECONDS))
         self._grace_frames = max(1, round(start_grace_seconds / FRAME_SECONDS))
@@ -96,7 +136,9 @@ class UtteranceCapture:
         """Add a frame (at audio time ``t``); return the finished utterance, or None to keep going."""
         self._frames.append(frame)
         self._after += 1
-        if frame_dbfs(frame) > self._speech_above:
+        level = speech_dbfs(frame)
+        if level > self._endpointer.threshold(self._loudest):
+            self._loudest = level if self._loudest is None else max(self._loudest, level)
             self._heard_speech = True
             self._quiet_run = 0
         else:
@@ -108,11 +150,18 @@ class UtteranceCapture:
         )
         return self.finish(t) if done else None
 
-    def finish(self, t: float) -> Utterance:
-        """End the capture now (also used at end of input)."""
+    def finish(self, t: float, drop_frames: int = 0) -> Utterance:
+        """End the capture now (also used at end of input).
+
+        ``drop_frames``: leave out the last frames heard (at most down to the wake): the start of the
+        next wake phrase when a new wake word cut this utterance short.
+        """
+        keep = max(self._command_start // FRAME_SAMPLES + 1, len(self._frames) - drop_frames)
+        frames = self._frames[:keep]
+        t_end = t - (len(self._frames) - len(frames)) * FRAME_SECONDS
         word, score, store_allowed, wall_time = self._meta
-        return Utterance(self._t_wake, t, word, score, np.concatenate(self._frames), self._command_start,
-                         store_allowed, wall_time)
+        return Utterance(self._t_wake, round(t_end, 6), word, score, np.concatenate(frames), self._command_start,
+                         self._window_start, store_allowed, wall_time)
 
 
 class Preroll:

@@ -25,6 +25,7 @@ this module is the grammar phrase of an accepted command, which is one of a fixe
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -83,6 +84,12 @@ QUIET_RMS = 30.0
 _FRAME_RATE = 100
 """pocketsphinx frames per second."""
 
+SPAN_PAD_SECONDS = 0.3
+"""Audio kept either side of the speech in a window before decoding (see ``speech_span``)."""
+
+SPAN_MARGIN_DB = 20.0
+"""How far above the window's own quietest level speech must be to count as sound to decode, at most."""
+
 MAX_UNEXPLAINED_FRAMES = 20
 """Frames (10 ms) of speech the grammar may pass off as silence after the command starts. The grammar's
 silence model swallows whole words, so "stop recording the football" fits "stop recording" well; the
@@ -118,6 +125,33 @@ class Recognition:
     """Seconds into the window where the command's first word begins."""
     end: float
     """Seconds into the window where its last word ends."""
+
+
+def speech_span(samples: np.ndarray) -> slice:
+    """The part of a window worth decoding: from its first to its last sound, plus a fixed margin.
+
+    Why: pocketsphinx normalises features over the whole utterance (batch cepstral mean, noise
+    subtraction), so the quiet after a command changed how well the command itself fitted: the same
+    "please don't record anymore" passed with 0.4 s of quiet after it and failed with 3 s. How much
+    quiet the window holds depends on the endpointer, and so on the room heard before the wake word.
+    Cutting every window to its sound plus the same margin makes a command's fate depend on the
+    command. Sound is judged against the window's own quietest 10 ms blocks, never against history.
+    """
+    block = SAMPLE_RATE // _FRAME_RATE
+    n = len(samples) // block
+    if n == 0:
+        return slice(0, len(samples))
+    x = samples[:n * block].astype(np.float64).reshape(n, block)
+    # 50 ms of smoothing: a quiet room's 10 ms blocks flicker by 10 dB.
+    power = np.convolve(np.mean(x * x, axis=1), np.ones(5) / 5, mode="same")
+    db = 10.0 * np.log10(power + 1.0)
+    floor, peak = float(np.percentile(db, 10)), float(np.percentile(db, 99))
+    # A third of the way from the floor to the loudest speech, within [6, SPAN_MARGIN_DB] dB of the floor.
+    loud = np.nonzero(db > floor + min(SPAN_MARGIN_DB, max(6.0, (peak - floor) / 3)))[0]
+    if loud.size == 0:
+        return slice(0, len(samples))
+    pad = int(SPAN_PAD_SECONDS * SAMPLE_RATE)
+    return slice(max(0, int(loud[0]) * block - pad), min(len(samples), (int(loud[-1]) + 1) * block + pad))
 
 
 def _model_dir() -> Path:
@@ -287,7 +321,8 @@ class CommandRecognizer:
         samples = self._checked(pcm)
         if samples.size < SAMPLE_RATE // 4 or float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) < QUIET_RMS:
             return None
-        raw = samples.tobytes()
+        span = speech_span(samples)
+        raw = samples[span].tobytes()
         with self._lock:
             grammar = self._decode("command", raw)
             if not grammar:
@@ -295,9 +330,10 @@ class CommandRecognizer:
             phones = self._decode("phones", raw)
             heard = self._decode("open", raw) if self._open else None
         found = self._compare(grammar, phones)
-        if found is None or heard is None or self._agrees(grammar, heard):
-            return found
-        return None
+        if found is None or not (heard is None or self._agrees(grammar, heard)):
+            return None
+        offset = span.start / SAMPLE_RATE
+        return dataclasses.replace(found, start=found.start + offset, end=found.end + offset)
 
     def _agrees(self, grammar: list[tuple[str, int, int, float]], heard: list[tuple[str, int, int, float]]) -> bool:
         """Whether the open search heard the grammar's command words where the grammar placed them.

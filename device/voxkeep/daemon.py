@@ -22,7 +22,15 @@ import numpy as np
 from . import FRAME_SAMPLES
 from .audio import AudioSource
 from .bus import EventBus
-from .capture import FRAME_SECONDS, Endpointer, Preroll, UtteranceCapture, frame_dbfs
+from .capture import (
+    COMMAND_LEAD_SECONDS,
+    FRAME_SECONDS,
+    WAKE_PHRASE_SECONDS,
+    Endpointer,
+    Preroll,
+    UtteranceCapture,
+    speech_dbfs,
+)
 from .config import Settings
 from .events import Wake, WakeRejected
 from .handling import UtteranceWorker
@@ -105,6 +113,11 @@ class Daemon:
         # Hits wait here until the verifier's look-ahead (its frames_after) has been heard.
         self._due: list[tuple[int, WakeHit]] = []
         self._look_ahead = verifier.frames_after if verifier is not None else 0
+        self._refractory_frames = round(settings.wake.refractory_seconds / FRAME_SECONDS)
+        self._woke_at = -self._refractory_frames - 1
+        """Frame of the last confirmed wake."""
+        self._lead_frames = round(COMMAND_LEAD_SECONDS / FRAME_SECONDS)
+        self._phrase_frames = round(WAKE_PHRASE_SECONDS / FRAME_SECONDS)
 
     def clock(self) -> float:
         """The audio clock, for events raised off the loop (button, CLI, MQTT)."""
@@ -192,7 +205,7 @@ class Daemon:
         self._history.append(frame)
         for word, score in self.detector.last_scores.items():
             self._scores[word].append(score)
-        level = frame_dbfs(frame)
+        self._endpointer.observe(speech_dbfs(frame))
         self._advance()
         if self.watchdog is not None:
             self.watchdog()
@@ -201,11 +214,12 @@ class Daemon:
             if done is not None:
                 self._capture = None
                 self._submit(done)
-            return
-        self._endpointer.observe(level)
+        # A hit within the refractory period of the last wake is that wake's own phrase still scoring,
+        # possibly on another model ("hey jarvis" also scores as hey_marvin): never a new request.
+        hits = [h for h in hits if self.stats.frames - self._woke_at > self._refractory_frames]
         if not (hits or self._due):
             return  # the common case: nothing to look at, nothing allocated
-        # Several models may fire on one phrase ("hey jarvis" also scores as hey_marvin): best first.
+        # Several models may fire on one phrase: best first.
         self._due = [(f, h) for f, h in self._due if f >= self.stats.frames]
         self._due += [(self.stats.frames + self._look_ahead, h) for h in hits]
         ready = [h for f, h in self._due if f == self.stats.frames]
@@ -230,17 +244,26 @@ class Daemon:
             self.bus.publish(WakeRejected(t=t, wake_word=hit.wake_word, score=round(hit.score, 4), reason=reason))
             return False
         self.stats.wakes += 1
+        self._woke_at = self.stats.frames
+        if self._capture is not None:
+            # People make requests back to back: a new wake word ends the open utterance just before
+            # its own phrase, and that utterance is handled as it stands (a command in it is obeyed
+            # before the new one is judged).
+            self._submit(self._capture.finish(t, drop_frames=self._phrase_frames))
+            self._capture = None
         self.bus.publish(Wake(t=t, wake_word=hit.wake_word, score=round(hit.score, 4)))
         store_allowed = self.privacy.mode is Mode.LISTENING
         max_seconds = self.settings.commands.max_seconds
         if store_allowed:
             max_seconds = max(max_seconds, self.settings.vault.max_utterance_seconds)
         frames = self._history.frames()
-        preroll = frames[-self._preroll_frames:] if store_allowed else frames[-1:]
+        # Not recording: keep only what the command window needs, never the pre-roll to store.
+        preroll = frames[-max(self._preroll_frames, self._lead_frames):] if store_allowed else \
+            frames[-self._lead_frames:]
         self._capture = UtteranceCapture(
             preroll=preroll, t_wake=t, wake_word=hit.wake_word, score=hit.score, store_allowed=store_allowed,
             wall_time=self.wall_clock(), endpointer=self._endpointer, max_seconds=max_seconds,
-            silence_seconds=self.settings.commands.silence_seconds)
+            silence_seconds=self.settings.commands.silence_seconds, lead_frames=self._lead_frames)
         return True
 
     def _submit(self, utterance: Any) -> None:

@@ -136,7 +136,7 @@ class UtteranceWorker:
     def _recognise(self, u: Utterance) -> str | None:
         if self._recognizer is None:
             return None
-        window = u.pcm[u.command_start:u.command_start + int(self._settings.commands.max_seconds * SAMPLE_RATE)]
+        window = u.pcm[u.window_start:u.command_start + int(self._settings.commands.max_seconds * SAMPLE_RATE)]
         result = self._recognizer.recognize(window)
         return None if result is None else str(result.command)
 
