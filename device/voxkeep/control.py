@@ -118,8 +118,8 @@ class ControlServer:
                 request = json.loads(line)
                 if not isinstance(request, dict) or len(line) > MAX_REQUEST:
                     raise ValueError("a request is one JSON object on one line")
-            except ValueError as exc:
-                reply = {"ok": False, "message": f"bad request: {exc}"}
+            except (ValueError, RecursionError) as exc:  # RecursionError: a line of 4,000 '['
+                reply = {"ok": False, "message": f"bad request: {str(exc)[:200] or 'nested too deeply'}"}
             else:
                 try:
                     reply = self._handler(request)

@@ -8,8 +8,11 @@ start-up reconciliation can recognise and remove leftovers.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+
+from .errors import StateError
 
 TMP_SUFFIX = ".tmp"
 
@@ -46,7 +49,22 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) with mode 0700 and return it; tighten it if it already exists."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    """Create ``path`` (and parents) with mode 0700 and return it; tighten it if it already exists.
+
+    A symlink is refused rather than followed, and anything in the way is one StateError naming it.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.is_symlink():
+            raise StateError(f"{path} is a symbolic link; voxkeep keeps its state only in a real directory: "
+                             "replace the link with the directory itself")
+        os.chmod(path, 0o700)
+    except (FileExistsError, NotADirectoryError):
+        raise StateError(f"{path} (or a folder above it) is a file, not a directory; move it aside or choose "
+                         "another --state-dir") from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StateError(f"cannot create {path}: the disk is full; free some space") from None
+        raise StateError(f"cannot create or use the directory {path} ({exc.strerror}); check its permissions "
+                         "or choose another --state-dir") from None
     return path

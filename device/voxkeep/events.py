@@ -7,8 +7,10 @@ the same audio gives the same stream. Fields are only ever added, never renamed:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -143,6 +145,8 @@ class JsonlWriter:
         import sys
 
         self._own = target != "-"
+        self._target = target
+        self._failed = False
         try:
             self._fh = open(target, "w", encoding="utf-8") if self._own else sys.stdout  # noqa: SIM115
         except OSError as exc:
@@ -150,9 +154,17 @@ class JsonlWriter:
                 from None
 
     def __call__(self, event: Event) -> None:
-        self._fh.write(event.to_json() + "\n")
-        self._fh.flush()
+        if self._failed:
+            return
+        try:
+            self._fh.write(event.to_json() + "\n")
+            self._fh.flush()
+        except OSError as exc:  # a full disk (or /dev/full): say so once, keep listening
+            self._failed = True
+            logging.getLogger(__name__).error("cannot write events to %s (%s); no more events go there. Free "
+                                              "space or choose another --events path", self._target, exc.strerror)
 
     def close(self) -> None:
         if self._own:
-            self._fh.close()
+            with contextlib.suppress(OSError):  # already reported by __call__ (its last flush failed)
+                self._fh.close()

@@ -8,6 +8,7 @@ format ``age -R`` reads, so the owner can inspect it with ordinary tools.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pyrage import x25519
@@ -16,6 +17,8 @@ from .durable import atomic_write
 from .errors import VaultError
 
 RECIPIENTS_FILE = "recipients.txt"
+MAX_RECIPIENTS_BYTES = 64 * 1024
+"""A few hundred public keys; anything larger is not a recipients file."""
 
 
 def parse_recipient(text: str) -> x25519.Recipient:
@@ -90,10 +93,23 @@ def write_identity_file(path: Path, text: str, state_dir: Path) -> None:
 
 def read_recipients(vault_dir: Path) -> list[str]:
     """The registered recipients, in the order they were added (empty when no owner is registered)."""
+    path = vault_dir / RECIPIENTS_FILE
     try:
-        text = (vault_dir / RECIPIENTS_FILE).read_text(encoding="ascii")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read(MAX_RECIPIENTS_BYTES + 1)
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise VaultError(f"cannot read the owner's keys in {path} ({exc.strerror}); it must be a plain file") \
+            from None
+    try:
+        if len(data) > MAX_RECIPIENTS_BYTES:
+            raise ValueError("too large")
+        text = data.decode("ascii")
+    except ValueError:
+        raise VaultError(f"{path} is damaged (it is not a short text file of 'age1...' public keys); move it "
+                         "aside and register the owner's public key again with 'voxkeep owner add'") from None
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 

@@ -73,7 +73,7 @@ class Choices:
 def read_choices(path: Path) -> tuple[Choices, str | None]:
     """Load the persisted choices; on a bad file return the safest state and a message saying why."""
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return Choices(), None
     except OSError as exc:
@@ -83,7 +83,7 @@ def read_choices(path: Path) -> tuple[Choices, str | None]:
         muted, recording = data["muted"], data["recording"]
         if not isinstance(muted, bool) or not isinstance(recording, bool):
             raise TypeError("muted and recording must be true or false")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         return Choices(muted=True, recording=False), (
             f"state file {path} is damaged ({exc.__class__.__name__}: {exc}); starting muted to be safe. "
             "Unmute with the button or 'voxkeep unmute' once you have checked the device")

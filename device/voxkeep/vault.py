@@ -188,6 +188,18 @@ def _is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
+LOW_SPACE_BYTES = 256 * 1024
+"""Below this much free space, SQLite cannot even create its WAL: an open that fails is the disk's fault."""
+
+
+def _space_left(directory: Path) -> int:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return LOW_SPACE_BYTES  # unknown: do not blame the disk
+    return st.f_bavail * st.f_frsize
+
+
 class Vault:
     """The recordings vault of one device; see the module docstring for layout and guarantees."""
 
@@ -208,8 +220,16 @@ class Vault:
 
     def _open_index(self) -> sqlite3.Connection:
         path = self.dir / INDEX_FILE
-        # Create it 0600 ourselves: SQLite would honour the umask, and its -wal/-shm copy this mode.
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        try:  # create it 0600 ourselves: SQLite would honour the umask, and its -wal/-shm copy this mode
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+        except OSError as exc:
+            if _is_disk_full(exc):
+                raise VaultError(f"the disk holding {self.dir} is full; free some space, then start again") \
+                    from None
+            what = {errno.EISDIR: "is a directory", errno.ELOOP: "is a symbolic link"}.get(exc.errno or 0,
+                                                                                        f"cannot be opened ({exc})")
+            raise VaultError(f"vault index {path} {what}; move it aside to start an empty vault (start-up "
+                             "then quarantines the recordings it no longer knows)") from None
         try:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
             for pragma in ("journal_mode=WAL", "secure_delete=ON", "synchronous=FULL", "temp_store=MEMORY",
@@ -223,6 +243,9 @@ class Vault:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('device_id', ?)", (uuid.uuid4().hex,))
         except sqlite3.DatabaseError as exc:
+            if _is_disk_full(exc) or _space_left(self.dir) < LOW_SPACE_BYTES:  # a full disk is often "I/O error"
+                raise VaultError(f"the disk holding {self.dir} is full, so the vault index cannot be opened; "
+                                 "free some space, then start again") from None
             raise VaultError(f"vault index {path} cannot be opened ({exc}); restore it from an export or move "
                              "it aside to start an empty vault") from None
         return db
