@@ -65,14 +65,17 @@ def test_hardware_switch_is_a_latch_no_software_path_can_unmute(tmp_path: Path) 
     assert ps.request("unmute", "cli").ok
 
 
-def test_every_change_is_persisted_before_observers_hear_of_it(tmp_path: Path) -> None:
+def test_opening_changes_are_saved_before_observers_hear_and_mutes_by_the_time_they_return(tmp_path: Path) -> None:
     path = tmp_path / STATE_FILE
     ps = PrivacyState(path)
     on_disk: list[str] = []
-    ps.subscribe(lambda e: on_disk.append(json.loads(path.read_text())["mode"]))
-    ps.request("mute", "cli")
-    assert on_disk == ["muted"]
+    ps.subscribe(lambda e: on_disk.append(json.loads(path.read_text())["mode"] if path.exists() else "-"))
+    ps.request("mute", "cli")  # a mute is in force first (the stream closes at once), then saved
+    assert json.loads(path.read_text())["mode"] == "muted"
+    ps.request("unmute", "cli")  # an unmute is only in force once saved
+    assert on_disk[-1] == "listening"
     assert oct(path.stat().st_mode & 0o777) == "0o600"
+    ps.request("mute", "cli")
     assert PrivacyState(path).mode is Mode.MUTED
 
 

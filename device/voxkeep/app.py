@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from . import __version__, sdnotify
@@ -25,11 +26,13 @@ from .config import Settings
 from .control import ControlServer
 from .daemon import Daemon, FrameHook, RunStats
 from .durable import private_dir
+from .errors import VoxkeepError
 from .events import Deleted, Event, Forwarded, Handled, JsonlWriter, Notice, Recorded, State, Wake
 from .forward import Forwarder, revoke_consent
 from .handling import UtteranceWorker
 from .indicators import LightView, MuteButton, MuteSwitch, StatusLight, choose_pin_factory
 from .privacy import STATE_FILE, Mode, PrivacyState
+from .statelock import StateDirBusy, StateLock
 from .tones import TonePlayer
 from .vault import Vault
 from .wake import WakeDetector, second_look
@@ -62,14 +65,19 @@ class App:
         out["last_wake"] = self.last_wake
         out["version"] = __version__
         out.update(self.vault.status())
+        try:
+            out["audit_head"] = self.vault.audit_head()
+        except VoxkeepError as exc:  # a damaged head file: say so rather than stop reporting
+            out["audit_head"] = None
+            log.warning("%s", exc)
         return out
 
-    def control(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Answer one control-socket request (on the control thread)."""
+    def control(self, request: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """Answer one control-socket request (on a control worker); not applied if not done by ``deadline``."""
         action = request.get("action")
         if action == "status":
             return {"ok": True, "message": "", "status": self.status()}
-        outcome = self.privacy.request(str(action), "cli")
+        outcome = self.privacy.request(str(action)[:40], "cli", deadline=deadline)
         return {"ok": outcome.ok, "message": outcome.message, "status": self.status()}
 
     def observe(self, event: Event) -> None:
@@ -115,6 +123,30 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
               vault: Vault | None = None) -> App:
     """Wire a daemon from ``settings``; every keyword is a seam for tests and simulations."""
     state_dir = private_dir(settings.state_path)
+    # Before anything else touches the state dir: a second daemon must not reconcile (and so delete the
+    # temporary files of) a vault the first one is writing. A CLI holds it for milliseconds: wait that out.
+    try:
+        lock = StateLock.acquire(state_dir, "daemon", wait=LOCK_WAIT_SECONDS)
+    except StateDirBusy as busy:
+        raise VoxkeepError(f"another voxkeep daemon is already running with state in {state_dir} ({busy.holder}); "
+                           "stop it, or give this one its own --state-dir") from None
+    try:
+        return _build(settings, state_dir, lock, source=source, events_out=events_out,
+                      extra_observers=extra_observers, on_frame=on_frame, pa_module=pa_module,
+                      pin_factory=pin_factory, stop=stop, wall_clock=wall_clock, control=control, vault=vault)
+    except BaseException:
+        lock.release()
+        raise
+
+
+LOCK_WAIT_SECONDS = 3.0
+"""How long a starting daemon waits for the state-dir lock (a CLI changing state.json holds it briefly)."""
+
+
+def _build(settings: Settings, state_dir: Path, lock: StateLock, *, source: AudioSource | None,
+           events_out: str | None, extra_observers: list[Callable[[Event], None]] | None,
+           on_frame: FrameHook | None, pa_module: Any, pin_factory: Any, stop: threading.Event | None,
+           wall_clock: Callable[[], float] | None, control: bool, vault: Vault | None) -> App:
     source = source or make_source(settings.audio.input, settings.audio.device, pa_module=pa_module)
     detector = WakeDetector(settings.wake, settings.models_path)
     privacy = PrivacyState(state_dir / STATE_FILE, allow_voice_resume=settings.commands.allow_voice_resume)
@@ -122,12 +154,14 @@ def build_app(settings: Settings, *, source: AudioSource | None = None, events_o
         log.error("%s", privacy.load_problem)
     bus = EventBus(live=source.live)
     privacy.subscribe(bus.publish)
+    privacy.on_problem = lambda level, message: bus.publish(Notice(t=privacy.clock(), level=level, message=message))
     vault = vault or Vault(state_dir, settings.vault, **({"clock": wall_clock} if wall_clock else {}))
     # A damaged audit log is set aside by whichever thread appends next; tell the owner from a thread of its
     # own, since that may be the bus's audit observer itself.
     vault.audit_log.on_damage = lambda message: threading.Thread(
         target=bus.publish, args=(Notice(t=0.0, level="error", message=message),), daemon=True).start()
     app = App(settings, privacy, bus, vault)
+    app.closers.append(lock.release)  # closers run last first: the lock is dropped after everything else
     app.closers.append(vault.close)
     if events_out:
         writer = JsonlWriter(events_out)

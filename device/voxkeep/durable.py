@@ -4,17 +4,76 @@ Used for everything voxkeep must find intact after a power cut: models, the priv
 files. After ``atomic_write`` returns, the new content is on disk under its final name; before that,
 readers see the old content (or nothing). The temp name starts with a dot and ends in ``.tmp`` so
 start-up reconciliation can recognise and remove leftovers.
+
+``faults`` is the I/O-error hook of the fault-injection tests: armed, it makes the next matching
+writes fail with a chosen errno (EIO, ENOSPC) at a chosen step, exactly as a dying SD card would.
+Unarmed (always, outside tests) it costs one truthiness check per write.
 """
 
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StateError
 
 TMP_SUFFIX = ".tmp"
+STEPS = ("open", "write", "fsync", "rename", "fsync_dir")
+"""Where in ``atomic_write`` an armed fault can strike."""
+
+
+@dataclass
+class _Fault:
+    errno: int
+    pattern: str
+    step: str
+    remaining: int | None
+    hits: int = 0
+
+
+class FaultHook:
+    """Failures armed by tests for the durable write path (thread-safe; empty in production)."""
+
+    def __init__(self) -> None:
+        self._armed: list[_Fault] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def inject(self, err: int = errno.EIO, pattern: str = "*", step: str = "write",
+               count: int | None = None) -> Iterator[_Fault]:
+        """While inside, writes to files whose name matches ``pattern`` fail with ``err`` at ``step``
+        (``count`` times, or every time); the yielded fault's ``hits`` says how often it struck."""
+        if step not in STEPS:
+            raise ValueError(f"step must be one of {STEPS}")
+        fault = _Fault(err, pattern, step, count)
+        with self._lock:
+            self._armed.append(fault)
+        try:
+            yield fault
+        finally:
+            with self._lock:
+                self._armed.remove(fault)
+
+    def check(self, path: Path, step: str) -> None:
+        """Raise the armed OSError for writing ``path`` at ``step``, if any."""
+        if not self._armed:
+            return
+        with self._lock:
+            for fault in self._armed:
+                if fault.step == step and fault.remaining != 0 and fnmatch.fnmatch(path.name, fault.pattern):
+                    fault.hits += 1
+                    if fault.remaining is not None:
+                        fault.remaining -= 1
+                    raise OSError(fault.errno, os.strerror(fault.errno), str(path))
+
+
+faults = FaultHook()
 
 
 def temp_name(path: Path) -> Path:
@@ -35,16 +94,21 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` durably; on any error the old file is untouched."""
     tmp = temp_name(path)
     try:
+        faults.check(path, "open")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "wb") as fh:
+            faults.check(path, "write")
             fh.write(data)
             fh.flush()
+            faults.check(path, "fsync")
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
+        faults.check(path, "rename")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    faults.check(path, "fsync_dir")
     fsync_dir(path.parent)
 
 

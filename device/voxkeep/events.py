@@ -11,8 +11,10 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import stat
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TextIO
 
 from .errors import VoxkeepError
 
@@ -138,6 +140,19 @@ class Handled(Event):
     reason: str
 
 
+def _open_private(target: str) -> TextIO:
+    """Open ``target`` for writing as 0600: events can hold transcripts. An existing regular file is
+    tightened too; a device or FIFO (``/dev/null``, a pipe) is left as it is."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, 0o600)
+        return open(fd, "w", encoding="utf-8")  # closed by JsonlWriter.close
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class JsonlWriter:
     """Writes events as JSON Lines to stdout or a file, flushing each line so a reader sees it at once."""
 
@@ -148,7 +163,7 @@ class JsonlWriter:
         self._target = target
         self._failed = False
         try:
-            self._fh = open(target, "w", encoding="utf-8") if self._own else sys.stdout  # noqa: SIM115
+            self._fh = _open_private(target) if self._own else sys.stdout
         except OSError as exc:
             raise VoxkeepError(f"cannot write events to {target} ({exc.strerror}); choose another --events path") \
                 from None

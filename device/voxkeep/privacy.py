@@ -13,16 +13,28 @@ never silently to recording. Who may do what is decided here and nowhere else:
 ``mic_open`` is not a choice but a fact reported by the audio loop once the stream has really opened
 or closed, so observers (the LED) show what the hardware does, not what was asked.
 
-Every change of mode is written atomically to ``state.json`` before observers hear of it, so after a
-crash or power cut the daemon comes back in the same mode. A state file that cannot be read falls back
-to ``muted``: the safe side.
+Every change is written atomically to ``state.json``, so after a crash or power cut the daemon comes
+back in the same mode. Which comes first depends on the direction, because the owner's mute must win
+even on a full or failing disk:
+
+* a change toward privacy (mute, recording off) takes effect at once, in memory and for every observer
+  (the stream closes, the LED lights), and is then saved; if the save fails it is logged, reported
+  through ``on_problem`` (the daemon makes it a ``notice`` event) and retried in the background until
+  it succeeds;
+* a change away from privacy (unmute, recording on) is saved first and refused, changing nothing, if
+  it cannot be saved, since after a restart the speaker would otherwise not do what it said.
+
+Saves are serialised and always write the state in force, so the file never goes back to an older
+choice. A state file that cannot be read falls back to ``muted``: the safe side.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -97,10 +109,17 @@ def write_choices(path: Path, choices: Choices, cause: str) -> None:
     try:
         atomic_write(path, (json.dumps(body, indent=1) + "\n").encode())
     except OSError as exc:
-        raise StateError(f"cannot save the privacy state to {path} ({exc.strerror}); check the disk") from None
+        fix = "free some space on it" if exc.errno == errno.ENOSPC else "check the disk (dmesg, voxkeep doctor)"
+        raise StateError(f"cannot save the privacy state to {path} ({exc.strerror}); {fix}") from None
 
 
 Observer = Callable[[State], None]
+OnProblem = Callable[[str, str], None]
+"""``(level, message)``: something about saving the state the owner should hear of."""
+
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
+"""An unsaved change is saved again after 1 s, then at doubling intervals up to this."""
 
 
 class PrivacyState:
@@ -110,8 +129,16 @@ class PrivacyState:
     """
 
     def __init__(self, path: Path, *, allow_voice_resume: bool = False,
-                 clock: Callable[[], float] = lambda: 0.0) -> None:
+                 clock: Callable[[], float] = lambda: 0.0, on_problem: OnProblem | None = None,
+                 retry_first_seconds: float = RETRY_FIRST_SECONDS) -> None:
         self._path = path
+        self.on_problem = on_problem
+        """Told when a change could not be saved, and again when it finally was."""
+        self._retry_first = retry_first_seconds
+        self._save_lock = threading.Lock()  # one save at a time; taken before ``_lock``, never inside it
+        self._unsaved: str | None = None  # why the choices in force are not (yet) what state.json holds
+        self._retrying = False
+        self._cause = "startup"
         self._allow_voice_resume = allow_voice_resume
         self.clock = clock
         """Stamps events with audio time; the daemon sets it to its own clock once it exists."""
@@ -144,8 +171,17 @@ class PrivacyState:
     def snapshot(self) -> dict[str, Any]:
         """The state as plain data, for status, MQTT and the control socket."""
         with self._lock:
-            return {"mode": self.mode.value, "mic_open": self._mic_open, "recording_enabled": self.recording_enabled,
-                    "switch_engaged": self._switch_engaged}
+            out = {"mode": self.mode.value, "mic_open": self._mic_open, "recording_enabled": self.recording_enabled,
+                   "switch_engaged": self._switch_engaged}
+            if self._unsaved:
+                out["problem"] = f"{self._unsaved} (the {self.mode.value.replace('_', ' ')} mode is in force; " \
+                                 "saving it is retried)"
+            return out
+
+    @property
+    def unsaved(self) -> str | None:
+        """Why the state in force is not saved yet (None once it is)."""
+        return self._unsaved
 
     def subscribe(self, observer: Observer) -> None:
         """Call ``observer`` with every future State event."""
@@ -157,39 +193,146 @@ class PrivacyState:
         return State(t=self.clock(), mode=self.mode.value, mic_open=self._mic_open, cause=cause)
 
     # -- changing --------------------------------------------------------------------------------
-    def request(self, action: str, cause: str) -> Outcome:
-        """Ask for ``action`` (mute, unmute, recording_off, recording_on) on behalf of ``cause``."""
+    def request(self, action: str, cause: str, deadline: float | None = None) -> Outcome:
+        """Ask for ``action`` (mute, unmute, recording_off, recording_on) on behalf of ``cause``.
+
+        ``deadline`` (``time.monotonic()``) is when the asker stops waiting: a change away from privacy
+        that is only saved after it is not applied, so nobody is told "failed" about a change that
+        then happens anyway.
+        """
         with self._lock:
-            c = self._choices
-            if action == "mute":
-                new = Choices(True, c.recording)
-            elif action == "unmute":
-                if cause == "voice":
-                    return Outcome(False, "voice can never unmute; use the button or 'voxkeep unmute'")
-                if self._switch_engaged:
-                    return Outcome(False, "the hardware mute switch is engaged; release it to unmute")
-                new = Choices(False, c.recording)
-            elif action == "recording_off":
-                new = Choices(c.muted, False)
-            elif action == "recording_on":
-                if cause == "voice" and not self._allow_voice_resume:
-                    return Outcome(False, "resuming recording by voice is turned off "
-                                          "(commands.allow_voice_resume); use a long button press or "
-                                          "'voxkeep recording on'")
-                new = Choices(c.muted, True)
-            else:
-                return Outcome(False, f"unknown action '{action}'; use one of {', '.join(ACTIONS)}")
-            if new == c:
-                return Outcome(True, f"already {c.mode.value.replace('_', ' ')}")
-            self._apply(new, cause)
+            base = self._choices
+            new = self._decide(action, cause)
+            if isinstance(new, Outcome):
+                return new
+            if new == base:
+                return Outcome(True, f"already {base.mode.value.replace('_', ' ')}")
+            safer = _safer(base, new)
+            if safer:
+                self._set(new, cause)  # in force now; saved below, outside the lock
+        if not safer:  # saved first, without holding the lock that a mute meanwhile needs
+            return self._save_then_apply(action, cause, base, new, deadline)
+        if self._save():
             return Outcome(True, f"now {new.mode.value.replace('_', ' ')}")
+        return Outcome(True, f"now {new.mode.value.replace('_', ' ')} (but not saved: {self._unsaved}; "
+                             "retrying in the background)")
 
     def set_switch(self, engaged: bool) -> None:
         """The hardware mute switch moved. Engaging it mutes; releasing it leaves the mute for the owner."""
         with self._lock:
             self._switch_engaged = engaged
-            if engaged and not self._choices.muted:
-                self._apply(Choices(True, self._choices.recording), "switch")
+            if not engaged or self._choices.muted:
+                return
+            self._set(Choices(True, self._choices.recording), "switch")
+        self._save()
+
+    def _decide(self, action: str, cause: str) -> Choices | Outcome:
+        """The choices ``action`` leads to, or why it is refused (holding ``_lock``)."""
+        c = self._choices
+        if action == "mute":
+            return Choices(True, c.recording)
+        if action == "unmute":
+            if cause == "voice":
+                return Outcome(False, "voice can never unmute; use the button or 'voxkeep unmute'")
+            if self._switch_engaged:
+                return Outcome(False, "the hardware mute switch is engaged; release it to unmute")
+            return Choices(False, c.recording)
+        if action == "recording_off":
+            return Choices(c.muted, False)
+        if action == "recording_on":
+            if cause == "voice" and not self._allow_voice_resume:
+                return Outcome(False, "resuming recording by voice is turned off (commands.allow_voice_resume); "
+                                      "use a long button press or 'voxkeep recording on'")
+            return Choices(c.muted, True)
+        return Outcome(False, f"unknown action '{action}'; use one of {', '.join(ACTIONS)}")
+
+    def _save_then_apply(self, action: str, cause: str, base: Choices, new: Choices,
+                         deadline: float | None) -> Outcome:
+        """Unmute or recording on: in force only once saved, and only if nothing safer came meanwhile."""
+        verb = action.replace("_", " ")
+        with self._save_lock:
+            try:
+                write_choices(self._path, new, cause)
+            except StateError as exc:
+                log.error("refused %s (%s): %s", verb, cause, exc)
+                return Outcome(False, f"cannot {verb}: {exc}. Nothing changed: the speaker stays "
+                                      f"{self.mode.value.replace('_', ' ')}")
+            with self._lock:
+                if self._choices == base and self._decide(action, cause) == new:
+                    if deadline is None or time.monotonic() <= deadline:
+                        self._set(new, cause)
+                        self._unsaved = None
+                        return Outcome(True, f"now {new.mode.value.replace('_', ' ')}")
+                    why = "it took too long to save, and the request had already timed out"
+                else:
+                    why = "the state changed while it was being saved"
+            # The file holds a change that is not in force: put back the one that is.
+            self._save_locked()
+        log.warning("did not %s (%s): %s", verb, cause, why)
+        return Outcome(False, f"did not {verb}: {why}; try again")
+
+    def _set(self, new: Choices, cause: str) -> None:
+        """Put ``new`` in force and tell everyone (holding ``_lock``)."""
+        old_mode = self._choices.mode
+        self._choices = new
+        self._cause = cause
+        self.load_problem = None
+        log.info("privacy mode %s -> %s (%s)", old_mode.value, new.mode.value, cause)
+        self._changed.notify_all()
+        self._notify(cause)
+
+    def _save(self) -> bool:
+        """Save the choices in force; on failure report it and keep retrying in the background."""
+        with self._save_lock:
+            return self._save_locked()
+
+    def _save_locked(self) -> bool:
+        with self._lock:
+            current, cause = self._choices, self._cause
+        try:
+            write_choices(self._path, current, cause)
+        except StateError as exc:
+            with self._lock:
+                first, self._unsaved = self._unsaved is None, str(exc)
+            if first:
+                message = (f"the speaker is {current.mode.value.replace('_', ' ')}, but {exc}; it will come back "
+                           "in its previous mode after a restart until this is saved (retrying)")
+                log.error("%s", message)
+                self._problem("error", message)
+            self._start_retry()
+            return False
+        with self._lock:
+            was, self._unsaved = self._unsaved, None
+        if was:
+            log.info("privacy state saved after all (%s)", current.mode.value)
+            self._problem("info", f"the {current.mode.value.replace('_', ' ')} mode is saved now")
+        return True
+
+    def _start_retry(self) -> None:
+        with self._lock:
+            if self._retrying:
+                return
+            self._retrying = True
+        threading.Thread(target=self._retry, name="privacy-save", daemon=True).start()
+
+    def _retry(self) -> None:
+        delay = self._retry_first
+        pause = threading.Event()
+        while True:
+            pause.wait(delay)
+            self._save()
+            with self._lock:
+                if self._unsaved is None:
+                    self._retrying = False
+                    return
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    def _problem(self, level: str, message: str) -> None:
+        if self.on_problem is not None:
+            try:
+                self.on_problem(level, message)
+            except Exception:
+                log.exception("could not report a privacy-state problem")
 
     def set_mic_open(self, is_open: bool, cause: str) -> None:
         """The audio loop reports the real stream state; never persisted, since it is a fact, not a choice."""
@@ -206,16 +349,12 @@ class PrivacyState:
                 self._changed.wait(timeout)
             return not self._choices.muted
 
-    def _apply(self, new: Choices, cause: str) -> None:
-        old_mode = self._choices.mode
-        write_choices(self._path, new, cause)  # persisted before anyone is told
-        self._choices = new
-        self.load_problem = None
-        log.info("privacy mode %s -> %s (%s)", old_mode.value, new.mode.value, cause)
-        self._changed.notify_all()
-        self._notify(cause)
-
     def _notify(self, cause: str) -> None:
         event = self.current_event(cause)
         for observer in list(self._observers):
             observer(event)
+
+
+def _safer(old: Choices, new: Choices) -> bool:
+    """True if ``new`` only mutes or stops recording compared with ``old`` (never opens anything)."""
+    return new.muted >= old.muted and new.recording <= old.recording

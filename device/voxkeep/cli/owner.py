@@ -1,7 +1,9 @@
 """``voxkeep mute|unmute|recording on|off|status``: the owner's switches.
 
 They talk to the running daemon over its control socket. With no daemon running they change the saved
-state directly, so the next start obeys them (mute survives restarts either way).
+state directly, so the next start obeys them (mute survives restarts either way), but only once they
+have proven no daemon owns the state dir (they hold its lock, see ``statelock``): a daemon that holds
+it but does not answer means failing loudly, never "now muted" while it keeps listening.
 """
 
 from __future__ import annotations
@@ -34,15 +36,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _change(args: argparse.Namespace) -> int:
     from ..control import DaemonNotRunning, request
     from ..durable import private_dir
+    from ..errors import VoxkeepError
     from ..privacy import STATE_FILE, PrivacyState
+    from ..statelock import StateDirBusy, StateLock
 
     action = args.action or f"recording_{args.state}"
     settings = settings_from_args(args)
     try:
         reply = request(settings.state_path, {"action": action}, find_service=_implicit_state(args, settings))
-    except DaemonNotRunning:
-        state = PrivacyState(private_dir(settings.state_path) / STATE_FILE)
-        outcome = state.request(action, "cli")
+    except DaemonNotRunning as gone:
+        try:
+            lock = StateLock.acquire(private_dir(settings.state_path), "cli")
+        except StateDirBusy as busy:
+            raise VoxkeepError(f"the voxkeep daemon ({busy.holder}) is running with state in {settings.state_path} "
+                               f"but did not answer ({gone}); nothing was changed: see its log (journalctl -u "
+                               "voxkeep), or restart it") from None
+        with lock:  # a daemon starting now waits until the file is written
+            state = PrivacyState(settings.state_path / STATE_FILE)
+            outcome = state.request(action, "cli")
+            if outcome.ok and state.unsaved:
+                raise VoxkeepError(f"nothing was changed: {state.unsaved}") from None
         print(f"{outcome.message} (the daemon is not running; it will start this way)")
         return 0 if outcome.ok else 1
     print(reply.get("message", ""))
@@ -56,7 +69,9 @@ def _implicit_state(args: argparse.Namespace, settings: Any) -> bool:
 
 def offline_status(settings: Any) -> dict[str, Any]:
     """What ``status`` can say from the saved state when no daemon is running."""
+    from ..errors import VoxkeepError
     from ..privacy import STATE_FILE, read_choices
+    from ..statelock import StateDirBusy, StateLock
     from ..vault import Vault
 
     choices, problem = read_choices(settings.state_path / STATE_FILE)
@@ -64,6 +79,14 @@ def offline_status(settings: Any) -> dict[str, Any]:
                            "recording_enabled": choices.recording}
     if problem:
         out["problem"] = problem
+    if settings.state_path.is_dir():
+        try:
+            StateLock.acquire(settings.state_path, "cli").release()
+        except StateDirBusy as busy:
+            out["problem"] = (f"a voxkeep daemon ({busy.holder}) holds this state dir but does not answer; "
+                              "the mode shown is the saved one. See its log (journalctl -u voxkeep)")
+        except VoxkeepError:
+            pass  # no access to the lock: the saved state is all we can say
     out.update(Vault(settings.state_path, settings.vault).status())
     return out
 
