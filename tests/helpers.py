@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +62,33 @@ def wait_until(condition, timeout: float = 10.0) -> bool:
             return True
         pause.wait(0.01)
     return condition()
+
+
+@contextlib.contextmanager
+def running_daemon(state_dir: Path, *, settings: dict[str, Any] | None = None, pin_factory: Any = None,
+                   events: Any = None) -> Iterator[tuple[Any, Any]]:
+    """A daemon in this process on a live (silent) fake microphone, serving its control socket.
+
+    Yields ``(app, mic)`` once the socket exists and the microphone is open; ``events`` (a callable,
+    e.g. ``queue.put``) sees every event.
+    """
+    import threading
+
+    from voxkeep.app import build_app
+    from voxkeep.audio import MicSource
+    from voxkeep.config import load_settings
+    from voxkeep.control import socket_path
+    from voxkeep.testing.fakes import FakePyAudio
+
+    conf = load_settings(None, {"state_dir": str(state_dir), "wake": {"words": ["alexa"]}, **(settings or {})})
+    mic = FakePyAudio(silence(0.1), accepts_16k=True, speed=1.0)
+    app = build_app(conf, source=MicSource(pa_module=mic), pin_factory=pin_factory,
+                    extra_observers=[events] if events else None)
+    thread = threading.Thread(target=app.run, daemon=True)
+    thread.start()
+    assert wait_until(lambda: socket_path(state_dir).exists() and (app.privacy.mic_open or app.privacy.muted))
+    try:
+        yield app, mic
+    finally:
+        app.daemon.stop.set()
+        thread.join(10)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import resource
 import shutil
 import socket
 import stat
@@ -12,19 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import one_error_line, run_cli
-from voxkeep.app import build_app
-from voxkeep.audio import MicSource
-from voxkeep.config import load_settings
+from tests.helpers import one_error_line, run_cli, running_daemon, wait_until
 from voxkeep.control import socket_path
-from voxkeep.testing.fakes import FakePyAudio
+from voxkeep.durable import faults
 from voxkeep.testing.speech import silence
 
 
 @pytest.fixture
 def daemon(state_dir: Path):
     """A daemon on a (silent) fake microphone, serving its control socket."""
-    yield from _daemon(state_dir)
+    with running_daemon(state_dir) as running:
+        yield running
 
 
 @pytest.fixture
@@ -33,24 +34,10 @@ def reachable_daemon():
     path = Path(tempfile.mkdtemp(prefix="voxkeep-test-", dir="/tmp"))
     os.chmod(path, 0o711)
     try:
-        yield from _daemon(path / "state")
+        with running_daemon(path / "state") as running:
+            yield running
     finally:
         shutil.rmtree(path)
-
-
-def _daemon(state_dir: Path):
-    settings = load_settings(None, {"state_dir": str(state_dir), "wake": {"words": ["alexa"]}})
-    mic = FakePyAudio(silence(0.1), accepts_16k=True, speed=1.0)
-    app = build_app(settings, source=MicSource(pa_module=mic))
-    thread = threading.Thread(target=app.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if socket_path(state_dir).exists() and app.privacy.mic_open:
-            break
-        threading.Event().wait(0.05)
-    yield app, mic
-    app.daemon.stop.set()
-    thread.join(10)
 
 
 def test_owner_commands_reach_the_running_daemon(daemon, state_dir: Path) -> None:
@@ -67,7 +54,7 @@ def test_owner_commands_reach_the_running_daemon(daemon, state_dir: Path) -> Non
     assert app.privacy.mode.value == "listening"
 
 
-def _as_nobody(path: Path) -> str:
+def _as_nobody(path: Path, send: bool = True) -> str:
     """Try the control socket as user 'nobody' in a forked child; return what happened."""
     read, write = os.pipe()
     pid = os.fork()
@@ -78,7 +65,9 @@ def _as_nobody(path: Path) -> str:
             with socket.socket(socket.AF_UNIX) as sock:
                 sock.settimeout(5)
                 sock.connect(str(path))
-                sock.sendall(b'{"action": "mute"}\n')
+                if send:  # the daemon may have answered and closed already: read its answer anyway
+                    with contextlib.suppress(BrokenPipeError):
+                        sock.sendall(b'{"action": "mute"}\n')
                 answer = sock.recv(4096).decode()
         except OSError as exc:
             answer = type(exc).__name__
@@ -103,6 +92,9 @@ def test_the_socket_is_for_the_owner_only(reachable_daemon) -> None:
     os.chmod(state_dir, 0o711)
     os.chmod(path, 0o666)
     assert "only the speaker's owner" in _as_nobody(path)
+    # Credentials are checked before anything is read: a refused user who sends nothing is answered at
+    # once and cannot hold a connection open.
+    assert "only the speaker's owner" in _as_nobody(path, send=False)
     assert app.privacy.mode.value == "listening"
 
 
@@ -124,3 +116,58 @@ def test_without_a_daemon_the_saved_state_changes(state_dir: Path) -> None:
     assert b"MUTED" in run_cli("status", *sd).stdout
     assert run_cli("unmute", *sd).returncode == 0
     assert b"listening" in run_cli("status", *sd).stdout
+
+
+def test_an_idle_connection_is_closed_and_holds_nothing(daemon, state_dir: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)  # far longer than the daemon's idle limit; not a speed limit
+        sock.connect(str(socket_path(state_dir)))
+        answer = sock.recv(4096)  # never sends a request
+    assert b"no request within" in answer
+
+
+def test_a_flood_of_idle_connections_does_not_lock_the_owner_out(daemon, state_dir: Path) -> None:
+    app, _mic = daemon
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 5000
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, wanted + 200), hard), hard))
+    threads_before = threading.active_count()
+    flood: list[socket.socket] = []
+    try:
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 100
+        for _ in range(min(wanted, limit)):
+            sock = socket.socket(socket.AF_UNIX)
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):  # a full backlog: keep the fd, as an attacker would
+                sock.connect(str(socket_path(state_dir)))
+            flood.append(sock)
+        peak_threads = threading.active_count()
+        sd = ["--state-dir", str(state_dir)]
+        muted = run_cli("mute", *sd)
+        assert (muted.returncode, muted.stdout.strip()) == (0, b"now muted"), muted.stderr.decode()
+        assert app.privacy.muted
+        unmuted = run_cli("unmute", *sd)
+        assert (unmuted.returncode, unmuted.stdout.strip()) == (0, b"now listening"), unmuted.stderr.decode()
+        print(f"{len(flood)} idle connections: threads {threads_before} -> {peak_threads} (peak "
+              f"{threading.active_count()} after the CLI ran); mute and unmute answered")
+        assert threading.active_count() <= threads_before + 4
+        assert peak_threads <= threads_before + 4
+    finally:
+        for sock in flood:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_an_unmute_that_cannot_be_saved_before_the_cli_gives_up_never_happens(daemon, state_dir: Path) -> None:
+    app, _mic = daemon
+    sd = ["--state-dir", str(state_dir)]
+    assert run_cli("mute", *sd).returncode == 0
+    # The SD card hangs on the unmute's write for longer than the CLI waits (5 s).
+    with faults.inject(pattern="state.json", step="fsync", delay=7.0, err=0, count=1) as stall:
+        proc = run_cli("unmute", *sd)
+        assert proc.returncode != 0 and b"did not answer" in proc.stderr
+        assert wait_until(lambda: stall.done == 1, timeout=30)
+    assert not wait_until(lambda: not app.privacy.muted, timeout=2.0), \
+        "the unmute took effect after the owner was told it failed"
+    assert json.loads((state_dir / "state.json").read_text())["muted"] is True
+    assert "MUTED" in run_cli("status", *sd).stdout.decode()

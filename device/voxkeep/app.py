@@ -312,7 +312,10 @@ class _Auditor:
     def __call__(self, event: Event) -> None:
         if isinstance(event, State) and event.mode != self._mode:
             self._mode = event.mode
-            self._vault.audit("state", mode=event.mode, cause=event.cause)
+            try:
+                self._vault.audit("state", mode=event.mode, cause=event.cause)
+            except (VoxkeepError, OSError) as exc:  # a full disk: the change is in force, say it is unaudited
+                log.error("the change to %s (%s) is not in the audit log: %s", event.mode, event.cause, exc)
 
 
 class _Watchdog:

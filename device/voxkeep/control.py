@@ -326,18 +326,21 @@ def request(state_dir: Path, body: dict[str, Any], timeout: float = 5.0, *, find
                     raise silent from None
                 pause.wait(0.05)
         data = b""
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall((json.dumps(body) + "\n").encode())  # (a refusal may already be waiting for us)
         try:
-            sock.sendall((json.dumps(body) + "\n").encode())
             while not data.endswith(b"\n") and len(data) <= MAX_REPLY:
                 sock.settimeout(max(deadline - time.monotonic(), 0.01))
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
                 data += chunk
-        except (ConnectionResetError, BrokenPipeError):
-            raise DaemonNotRunning(f"the voxkeep daemon with state in {state_dir} went away") from None
+        except ConnectionResetError:
+            pass
         except TimeoutError:
             raise silent from None
+        if not data:
+            raise DaemonNotRunning(f"the voxkeep daemon with state in {state_dir} went away")
     try:
         reply = json.loads(data)
         if not isinstance(reply, dict):

@@ -16,6 +16,7 @@ import errno
 import fnmatch
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,7 +35,11 @@ class _Fault:
     pattern: str
     step: str
     remaining: int | None
+    delay: float
     hits: int = 0
+    """How often it struck."""
+    done: int = 0
+    """How many of those strikes have finished their delay."""
 
 
 class FaultHook:
@@ -46,12 +51,12 @@ class FaultHook:
 
     @contextmanager
     def inject(self, err: int = errno.EIO, pattern: str = "*", step: str = "write",
-               count: int | None = None) -> Iterator[_Fault]:
-        """While inside, writes to files whose name matches ``pattern`` fail with ``err`` at ``step``
-        (``count`` times, or every time); the yielded fault's ``hits`` says how often it struck."""
+               count: int | None = None, delay: float = 0.0) -> Iterator[_Fault]:
+        """While inside, writes to files whose name matches ``pattern`` stall ``delay`` seconds at ``step``
+        and then fail with ``err`` (0: go on, a stall only), ``count`` times or every time."""
         if step not in STEPS:
             raise ValueError(f"step must be one of {STEPS}")
-        fault = _Fault(err, pattern, step, count)
+        fault = _Fault(err, pattern, step, count, delay)
         with self._lock:
             self._armed.append(fault)
         try:
@@ -61,16 +66,22 @@ class FaultHook:
                 self._armed.remove(fault)
 
     def check(self, path: Path, step: str) -> None:
-        """Raise the armed OSError for writing ``path`` at ``step``, if any."""
+        """Stall and raise as armed for writing ``path`` at ``step``, if anything is armed."""
         if not self._armed:
             return
         with self._lock:
-            for fault in self._armed:
-                if fault.step == step and fault.remaining != 0 and fnmatch.fnmatch(path.name, fault.pattern):
-                    fault.hits += 1
-                    if fault.remaining is not None:
-                        fault.remaining -= 1
-                    raise OSError(fault.errno, os.strerror(fault.errno), str(path))
+            fault = next((f for f in self._armed if f.step == step and f.remaining != 0
+                          and fnmatch.fnmatch(path.name, f.pattern)), None)
+            if fault is None:
+                return
+            fault.hits += 1
+            if fault.remaining is not None:
+                fault.remaining -= 1
+        if fault.delay:
+            time.sleep(fault.delay)  # this thread is the stuck disk
+        fault.done += 1
+        if fault.errno:
+            raise OSError(fault.errno, os.strerror(fault.errno), str(path))
 
 
 faults = FaultHook()

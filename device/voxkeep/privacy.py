@@ -205,10 +205,10 @@ class PrivacyState:
             new = self._decide(action, cause)
             if isinstance(new, Outcome):
                 return new
-            if new == base:
+            if new == base and not self._unsaved:
                 return Outcome(True, f"already {base.mode.value.replace('_', ' ')}")
             safer = _safer(base, new)
-            if safer:
+            if safer and new != base:  # (equal: asked again while unsaved, so try saving again now)
                 self._set(new, cause)  # in force now; saved below, outside the lock
         if not safer:  # saved first, without holding the lock that a mute meanwhile needs
             return self._save_then_apply(action, cause, base, new, deadline)
@@ -255,6 +255,7 @@ class PrivacyState:
                 write_choices(self._path, new, cause)
             except StateError as exc:
                 log.error("refused %s (%s): %s", verb, cause, exc)
+                self._save_locked()  # the rename may have landed before the failure: put back what is in force
                 return Outcome(False, f"cannot {verb}: {exc}. Nothing changed: the speaker stays "
                                       f"{self.mode.value.replace('_', ' ')}")
             with self._lock:
