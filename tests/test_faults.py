@@ -200,12 +200,12 @@ def test_the_cli_never_claims_a_mute_a_silent_daemon_did_not_make(state_dir: Pat
 def test_a_refused_second_daemon_touches_nothing_of_the_first(state_dir: Path, tmp_path: Path) -> None:
     wav = write_wav(tmp_path / "s.wav", silence(1.0))
     with running_daemon(state_dir) as (app, _mic):
+        app.bus.drain()  # the first daemon's own start-up audit entry is written by now
         # What a running daemon has in flight: a recording being written, the audit head being replaced.
         partial = app.vault.recordings_dir / f".{'ab' * 12}.wav.age.tmp"
         partial.write_bytes(b"half a recording")
         head_tmp = app.vault.audit_log.head_path.with_name(".audit.head.tmp")
         head_tmp.write_bytes(b"{}")
-        app.bus.drain()  # the first daemon's own start-up audit entry is written by now
         before = {p: p.stat().st_mtime_ns for p in state_dir.rglob("*") if p.is_file()}
         proc = run_cli("run", "--input", str(wav), "--state-dir", str(state_dir))
         assert proc.returncode == 1
