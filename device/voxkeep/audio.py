@@ -249,6 +249,8 @@ class StdinSource(AudioSource):
             if len(data) % 2:
                 log.warning("stdin ended in the middle of a sample; the last byte was ignored")
                 data = data[:-1]
+                if not data:
+                    return None
             data = data + b"\0" * (FRAME_BYTES - len(data))
         return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
