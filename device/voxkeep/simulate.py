@@ -25,7 +25,8 @@ Scenario format (TOML; the bundled ones are in voxkeep/scenarios/):
                                               # gpio.rgb_pins = [5, 6, 13] the LED reads "on, RGB red"
 
     [[step]]                                  # steps run in order; each starts where the last ended
-    say = "alexa, what will the weather be tomorrow"   # spoken line (voice/speed/engine/gain_db optional)
+    say = "alexa, what will the weather be tomorrow"   # spoken line (voice/speed/engine/gain_db optional;
+                                              # at most 2000 characters, spoken as written, even "-w...")
     pause = 1.5                               # silence after the step (say/play default 1.5 s, others 0),
                                               # rounded up so the next step starts on a frame
     expect = { events = ["wake:alexa", "recorded"], mode = "listening", led = "off", recordings = 1 }
@@ -33,7 +34,7 @@ Scenario format (TOML; the bundled ones are in voxkeep/scenarios/):
     [[step]]
     play = "clips/kitchen.wav"                # a sound file, relative to the scenario file
     [[step]]
-    silence = 3.0                             # seconds
+    silence = 3.0                             # seconds, 0-600 (so is pause); gain_db -60 to 40
     [[step]]
     press = "short"                           # the mute button: "short" toggles mute, "long" resumes recording
     [[step]]
