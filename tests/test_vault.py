@@ -319,3 +319,12 @@ def json_of(data: bytes):
     import json
 
     return json.loads(data)
+
+
+def test_a_link_planted_as_a_temp_file_is_never_written_through(vault: Vault, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me\n")
+    (vault.dir / ".recipients.txt.tmp").symlink_to(victim)
+    (vault.dir / ".audit.head.tmp").symlink_to(victim)
+    assert vault.add_recipient(generate_identity()[1])
+    assert victim.read_bytes() == b"keep me\n" and len(vault.recipients()) == 2

@@ -106,7 +106,14 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     tmp = temp_name(path)
     try:
         faults.check(path, "open")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, mode)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            tmp.unlink()  # a link planted where the temp file goes: removed, never written through
+            fd = os.open(tmp, flags, mode)
         with os.fdopen(fd, "wb") as fh:
             faults.check(path, "write")
             fh.write(data)
