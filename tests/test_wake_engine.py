@@ -16,6 +16,7 @@ from voxkeep import FRAME_SAMPLES, SAMPLE_RATE
 from voxkeep.config import WakeSettings
 from voxkeep.engine import EnergyGate, WakeEngine
 from voxkeep.errors import ModelError
+from voxkeep.microwake import MicroEngine, load_description
 from voxkeep.testing.speech import speak, write_wav
 from voxkeep.wake import WakeDetector, second_look
 
@@ -249,3 +250,45 @@ def test_a_damaged_bundled_tflite_stops_the_daemon_with_the_fix(tmp_path: Path, 
                    "-w", "okay_nabu", stdin=b"")
     line = one_error_line(proc.stderr)
     assert proc.returncode == 1 and str(target) in line and "voxkeep models fetch" in line
+
+
+def _micro_reference(models_dir: Path, audio: np.ndarray, words: tuple[str, ...]) -> np.ndarray:
+    """pymicro-wakeword's own probabilities, the highest per 80 ms frame, used as its README shows."""
+    from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures
+
+    features = MicroWakeWordFeatures()
+    models = [MicroWakeWord.from_config(models_dir / f"{w}.json") for w in words]
+    out = np.zeros((len(_frames(audio)), len(words)))
+    for i, frame in enumerate(_frames(audio)):
+        for row in features.process_streaming(frame.tobytes()):
+            for k, model in enumerate(models):
+                out[i, k] = max(out[i, k], model.process_streaming_prob(row))
+    return out
+
+
+MICRO_WORDS = ("hey_jarvis", "hey_mycroft", "alexa")
+
+
+def test_micro_engine_matches_pymicro_wakeword_and_its_gate_keeps_the_wakes(models_dir: Path,
+                                                                            audio: np.ndarray) -> None:
+    reference = _micro_reference(models_dir, audio, MICRO_WORDS)
+    descriptions = [load_description(models_dir / f"{w}.json", "") for w in MICRO_WORDS]
+    cutoffs = np.array([d.cutoff for d in descriptions])
+    assert (reference >= cutoffs).any()  # the clip really wakes microWakeWord (hey_mycroft; its jarvis is espeak)
+    ungated = MicroEngine(descriptions, [""] * 3)
+    scores = np.array([ungated.process(f).copy() for f in _frames(audio)])
+    assert np.abs(scores - reference).max() <= 1e-6
+    gated = MicroEngine(descriptions, [""] * 3, gate=EnergyGate())
+    rows, open_ = [], []
+    for f in _frames(audio):
+        rows.append(gated.process(f).copy())
+        open_.append(gated.gate_open)
+    gated_scores, open_ = np.array(rows), np.array(open_)
+    # The same wakes (the frame each run over a cutoff starts on), and the quiet stretches skipped. The replay
+    # is close, not exact (the front end's noise estimate adapts slowly), so a run may end a frame apart.
+    def onsets(s: np.ndarray) -> list[tuple[int, int]]:
+        over = s >= cutoffs
+        return [(int(i), int(k)) for i, k in zip(*np.nonzero(over[1:] & ~over[:-1]), strict=True)]
+
+    assert onsets(gated_scores) == onsets(reference) != []
+    assert 0.2 < (~open_).mean() < 0.6 and gated.frames_scored == open_.sum()

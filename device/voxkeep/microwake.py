@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from . import FRAME_SAMPLES
 from .errors import ModelError
 
 MAX_JSON_BYTES = 64 * 1024
@@ -122,44 +123,127 @@ def _open_model(spec: MicroModel, fix: str) -> Any:
     return model
 
 
-class MicroEngine:
-    """Frames in, one microWakeWord score per model out, through one shared front end.
+class _Stream:
+    """One model's streaming inference, as ``MicroWakeWord.process_streaming_prob`` computes it, on preallocated
+    buffers: the library quantizes through float64 temporaries and averages with ``statistics.mean`` (exact
+    fractions), which was two thirds of this engine's CPU. Same inputs, same probabilities (tests check)."""
 
-    Every frame is processed: a model's score depends on its internal streaming state, which cannot be
-    rebuilt from a short replay the way openWakeWord's buffers can, and the models are cheap enough
-    that skipping them in a quiet room would save little (bench/run.py).
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.stride = int(model.stride)
+        self._scale, self._zero = float(model.input_scale), float(model.input_zero_point)
+        self._rows = np.zeros((self.stride, FEATURE_BINS), dtype=np.float64)  # float64 and a division, as there
+        self._quantized = np.zeros((self.stride, FEATURE_BINS), dtype=model.input_dtype)
+        self._out = np.zeros(1, dtype=model.output_dtype)
+        self._out_scale, self._out_zero = float(model.output_scale), float(model.output_zero_point)
+        self._size = int(model.sliding_window_size)
+        self._window = [0.0] * self._size
+        # Raw addresses once, not a ctypes object per call: this loop runs 33 times a second per model.
+        self._in_ptr, self._in_bytes = self._quantized.ctypes.data, self._quantized.nbytes
+        self._out_ptr, self._out_bytes = self._out.ctypes.data, self._out.nbytes
+        lib = model.lib
+        self._copy_in, self._invoke, self._copy_out = (lib.TfLiteTensorCopyFromBuffer, lib.TfLiteInterpreterInvoke,
+                                                       lib.TfLiteTensorCopyToBuffer)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the rows and probabilities; call after the library reloaded the model (new tensors)."""
+        self._tensors = (self.model.input_tensor, self.model.interpreter, self.model.output_tensor)
+        self._filled = 0  # feature rows waiting for the next inference
+        self._seen = 0  # probabilities computed since the reset (the mean needs a full window)
+        self._window = [0.0] * self._size
+
+    def push(self, row: np.ndarray) -> float:
+        """Add one 40-bin feature row; the windowed probability after an inference, else 0."""
+        self._rows[self._filled] = row
+        self._filled += 1
+        if self._filled < self.stride:
+            return 0.0
+        self._filled = 0
+        rows = self._rows
+        np.divide(rows, self._scale, out=rows)
+        rows += self._zero
+        np.rint(rows, out=rows)
+        self._quantized[:] = rows
+        inp, interpreter, out = self._tensors
+        self._copy_in(inp, self._in_ptr, self._in_bytes)
+        self._invoke(interpreter)
+        self._copy_out(out, self._out_ptr, self._out_bytes)
+        self._window[self._seen % self._size] = (float(self._out[0]) - self._out_zero) * self._out_scale
+        self._seen += 1
+        return sum(self._window) / self._size if self._seen >= self._size else 0.0
+
+
+class MicroEngine:
+    """Frames in, one microWakeWord score per model out, through one shared front end, behind a gate.
+
+    The gate (``engine.EnergyGate``, the one openWakeWord uses) skips the front end and the models while
+    the room is quiet. The models are stateful streaming networks whose state cannot be copied, so when
+    a loud frame comes the last ``REPLAY_FRAMES`` frames (kept raw in a ring) are fed first: that is more
+    than the models' receptive field, so their state is then what running all along would have left,
+    up to the front end's slowly adapting noise estimate (``tests/test_wake_engine.py`` checks the wakes).
     """
 
-    def __init__(self, models: Sequence[MicroModel], fixes: Sequence[str]) -> None:
+    REPLAY_FRAMES = 25
+    """Frames (2 s) replayed when the gate opens, and kept open after the last loud one."""
+
+    def __init__(self, models: Sequence[MicroModel], fixes: Sequence[str], *, gate: Any = None) -> None:
         from pymicro_wakeword import MicroWakeWordFeatures
 
-        self._models = [_open_model(m, fix) for m, fix in zip(models, fixes, strict=True)]
+        self._streams = [_Stream(_open_model(m, fix)) for m, fix in zip(models, fixes, strict=True)]
         self._features = MicroWakeWordFeatures()
-        self.scores = np.zeros(len(self._models), dtype=np.float32)
+        self.gate = gate
+        self._ring = np.zeros((self.REPLAY_FRAMES + 1, FRAME_SAMPLES), dtype=np.int16)
+        self._level = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+        self.scores = np.zeros(len(self._streams), dtype=np.float32)
         """Scores of the latest frame, one per model, in the order given."""
         self.frames_scored = 0
-        """Frames the models ran on (all of them: this engine has no gate)."""
-        self.gate_open = True
+        """Frames the models ran on (the rest were skipped by the gate)."""
+        self._frame = self._fed = 0
+        self._last_loud = -self.REPLAY_FRAMES - 1
+        self.gate_open = False
+
+    def _feed(self, frame: np.ndarray) -> None:
+        for features in self._features.process_streaming(frame.tobytes()):
+            row = features.reshape(FEATURE_BINS)
+            for k, stream in enumerate(self._streams):
+                probability = stream.push(row)
+                if probability > self.scores[k]:
+                    self.scores[k] = probability
 
     def process(self, frame: np.ndarray) -> np.ndarray:
-        """Score one 80 ms int16 frame; returns ``self.scores``."""
+        """Score one 80 ms int16 frame; returns ``self.scores`` (zeros while the gate is closed)."""
+        index = self._frame
+        self._frame += 1
+        slot = self._ring[index % len(self._ring)]
+        slot[:] = frame
+        if self.gate is not None:
+            self._level[:] = slot
+        if self.gate is None or self.gate.loud(self._level):
+            self._last_loud = index
+        self.gate_open = index - self._last_loud <= self.REPLAY_FRAMES
         self.scores.fill(0.0)
-        pcm = np.ascontiguousarray(frame, dtype=np.int16).tobytes()
-        for features in self._features.process_streaming(pcm):
-            for k, model in enumerate(self._models):
-                probability = model.process_streaming_prob(features)
-                if probability is not None and probability > self.scores[k]:
-                    self.scores[k] = probability
+        if not self.gate_open:
+            return self.scores
+        for i in range(max(self._fed, index - self.REPLAY_FRAMES), index):  # catch up on skipped frames
+            self._feed(self._ring[i % len(self._ring)])
+        self.scores.fill(0.0)  # a replayed frame's score belongs to the past
+        self._feed(slot)
+        self._fed = index + 1
         self.frames_scored += 1
         return self.scores
 
     def reset(self) -> None:
         """Forget all audio (the library reloads each model to clear its streaming state)."""
         self._features.reset()
-        for model in self._models:
-            model.reset()
+        for stream in self._streams:
+            stream.model.reset()
+            stream.reset()
+        self._ring.fill(0)
+        self._frame = self._fed = 0
+        self._last_loud = -self.REPLAY_FRAMES - 1
 
     def close(self) -> None:
         """Free the TFLite interpreters now rather than whenever the garbage collector runs."""
-        for model in self._models:
-            model.close()
+        for stream in self._streams:
+            stream.model.close()

@@ -54,7 +54,7 @@ ENGINE_CHOICES = (OPENWAKEWORD, MICROWAKEWORD, BOTH)
 
 REASONS = {
     "engines_disagree": "openWakeWord, run over the buffered audio, did not find the word microWakeWord heard",
-    "no_second_look": "accepted: no second model knows this word (a microWakeWord-only or custom word)",
+    "no_second_look": "accepted on microWakeWord's own cutoff (engine microwakeword: no second look)",
 }
 """Verdict reasons this module adds to ``verify.REASONS``."""
 
@@ -143,8 +143,8 @@ def _feature_models(models_dir: Path) -> tuple[Path, Path]:
 class WakeDetector:
     """Scores frames with each word's engine and applies per-word thresholds and the refractory period.
 
-    ``gate=False`` runs openWakeWord on every frame (for comparisons); the default skips it while the
-    room is quiet, which gives the same wakes (see ``engine``).
+    ``gate=False`` runs the models on every frame (for comparisons); the default skips them while the
+    room is quiet, which gives the same wakes (see ``engine`` and ``microwake``).
     """
 
     def __init__(self, settings: WakeSettings, models_dir: Path, *, gate: bool = True) -> None:
@@ -159,7 +159,8 @@ class WakeDetector:
                                    gate=EnergyGate() if gate else None)
         if self._mww_index:
             micro = [self.plans[i] for i in self._mww_index]
-            self._mww = MicroEngine([p.micro for p in micro], [p.micro_fix for p in micro])
+            self._mww = MicroEngine([p.micro for p in micro], [p.micro_fix for p in micro],
+                                    gate=EnergyGate() if gate else None)
         self._scores = np.zeros(len(self.plans), dtype=np.float32)
         self._refractory_frames = round(settings.refractory_seconds * SAMPLE_RATE / FRAME_SAMPLES)
         self._quiet_until = [-1] * len(self.plans)
@@ -231,9 +232,11 @@ class SecondLook:
     """The daemon's verifier for any engine setting: agreement, the classifier, or nothing, per word.
 
     - ``both`` words: ``Agreement`` (openWakeWord must agree with microWakeWord);
-    - words openWakeWord knows (streamed by either engine): ``verify.WakeVerifier``, the shipped
-      per-word classifier on openWakeWord's embeddings of the buffered audio, or its re-score;
-    - microWakeWord-only and custom ``.tflite`` words: no second model knows them, accepted.
+    - words openWakeWord streams: ``verify.WakeVerifier``, the shipped per-word classifier on openWakeWord's
+      embeddings of the buffered audio (or its re-score for custom ``.onnx`` words);
+    - words microWakeWord streams alone: none. Its model's own cutoff over a 150 ms mean is its check; the
+      classifier, trained on where openWakeWord fires, refused two in five of microWakeWord's wakes on
+      the REPORT split (docs/wake-engines.md), and loading onnxruntime for it would double the memory.
     """
 
     def __init__(self, settings: WakeSettings, models_dir: Path, plans: Sequence[WordPlan]) -> None:
@@ -243,9 +246,7 @@ class SecondLook:
         streams_oww = any(p.engine == OPENWAKEWORD for p in plans)
         self.frames_after = settings.verify_frames_after if streams_oww else 0
         agree = [p for p in plans if p.agree]
-        oww_words = bundled_wake_words()
-        checked = [p for p in plans if not p.agree and (p.onnx is not None or
-                                                        (not is_path(p.spec) and p.name in oww_words))]
+        checked = [p for p in plans if p.engine == OPENWAKEWORD]
         self._agreement = Agreement(agree, settings, models_dir) if agree else None
         self._verifier = (WakeVerifier(replace(settings, words=[p.spec for p in checked]), models_dir)
                           if checked else None)
