@@ -483,3 +483,57 @@ def test_cli_wrong_password_is_one_line(broker: Broker, tmp_path: Path, capsys: 
     assert main(["mqtt", "check", "--config", str(config)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("voxkeep: error: MQTT broker") and "Not authorized" in err and "\n" not in err
+
+
+# --- hostile brokers and clients -------------------------------------------------------------------------
+
+def test_a_retained_command_is_never_obeyed_and_the_session_cannot_be_kicked(
+        broker: Broker, password_file: Path, listener: Listener, make_bridge: Callable[..., MqttBridge],
+        caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    import paho.mqtt.client as mqtt
+
+    caplog.set_level(logging.INFO, logger="voxkeep.mqtt")
+    s = bridge_settings(broker, password_file)
+    set_topic = f"voxkeep/{s.device_id}/set"
+    listener.publish(set_topic, '{"mute": false}', retain=True)  # left behind by someone, or by an attacker
+    try:
+        daemon = FakeDaemon()
+        bridge = MqttBridge(s, on_command=daemon, version="0.1.0-test", state_dir=tmp_path)
+        assert bridge.client_id != f"voxkeep-{s.device_id}" and bridge.client_id.startswith(f"voxkeep-{s.device_id}-")
+        again = MqttBridge(s, on_command=daemon, version="0.1.0-test", state_dir=tmp_path)
+        assert again.client_id == bridge.client_id  # persistent, so broker logs stay readable
+        bridge.start()
+        try:
+            assert bridge.wait_connected(10)
+            # Anyone guessing the id from the topic connects with it: the speaker's session must survive.
+            intruder = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"voxkeep-{s.device_id}",
+                                   protocol=mqtt.MQTTv5)
+            intruder.username_pw_set("ha", USERS["ha"])
+            intruder.connect("127.0.0.1", broker.port)
+            intruder.loop(timeout=0.5)
+            intruder.disconnect()
+            listener.publish(set_topic, '{"mute": true}')  # a live command still works
+            assert daemon.next_call() == "mute:mqtt", "a retained command was obeyed"
+            assert daemon.calls.empty()
+        finally:
+            bridge.stop()
+    finally:
+        listener.publish(set_topic, b"", retain=True)
+    assert len(messages(caplog, "ignored a retained command")) == 1
+    assert messages(caplog, "lost the MQTT broker") == []
+
+
+def test_an_oversized_payload_never_reaches_the_speaker(running, broker: Broker, listener: Listener) -> None:
+    bridge, daemon = running
+    replies: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
+    errors = Listener(broker, topics=(bridge.topics.error,), messages=replies)
+    try:
+        listener.publish(bridge.topics.set, b'{"mute": true' + b" " * (8 << 20) + b"}")  # 8 MB
+        listener.publish(bridge.topics.set, '{"mute": true}')
+        assert daemon.next_call() == "mute:mqtt"
+        listener.publish(bridge.topics.set, b"mute")  # answered on error, after anything the big one caused
+        _topic, body, _ = replies.get(timeout=10)
+        assert json.loads(body)["error"] == "not_json", "the 8 MB payload was delivered to the speaker"
+        assert bridge.connected and daemon.calls.empty()
+    finally:
+        errors.close()

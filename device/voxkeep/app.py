@@ -254,7 +254,7 @@ def _wire_mqtt(app: App, settings: Settings) -> None:
         outcome = app.privacy.request(action, cause)
         return outcome.ok, outcome.message
 
-    bridge = MqttBridge(settings.mqtt, on_command=on_command, version=__version__)
+    bridge = MqttBridge(settings.mqtt, on_command=on_command, version=__version__, state_dir=settings.state_path)
 
     def observe(event: Event) -> None:
         bridge.publish_event(event)

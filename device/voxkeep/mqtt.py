@@ -24,8 +24,10 @@ Commands on ``<base>/set`` are a JSON object with exactly one key (at most ``MAX
     {"recording": false}  keep listening for wake words and commands, store nothing
     {"recording": true}   store utterances again
 
-Forwarding consent is never accepted here: anyone on the broker could send it, so it can only be
-granted on the device itself (``voxkeep consent grant``).
+A retained message on ``<base>/set`` is never obeyed (it is logged once): it would be replayed at every
+start and reconnect and undo the owner's later choices. Forwarding consent is never accepted here:
+anyone on the broker could send it, so it can only be granted on the device itself (``voxkeep consent
+grant``). Packets over ``MAX_PACKET_BYTES`` are never sent to the speaker (MQTT 5 Maximum Packet Size).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import socket
 import ssl
 import threading
@@ -44,9 +47,12 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from .config import MqttSettings
+from .durable import atomic_write
 from .errors import ConfigError
 from .events import Command, Event, Wake
 
@@ -54,6 +60,12 @@ log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 256
 """Longest accepted command payload; every valid command is under 30 bytes."""
+MAX_PACKET_BYTES = 16384
+"""Largest MQTT packet the speaker accepts, announced to the broker in CONNECT (MQTT 5 Maximum Packet
+Size): the broker drops anything bigger for us instead of sending it, so a 200 MB payload on the set
+topic never reaches the speaker's memory."""
+CLIENT_ID_FILE = "mqtt-client-id"
+"""In the state dir: the random part of the speaker's client id, kept so broker logs stay readable."""
 PUBLISHED_EVENTS = frozenset({Wake.TYPE, Command.TYPE})
 """The only event types that ever leave the device over MQTT."""
 STATE_KEYS = ("mode", "mic_open", "recording_enabled", "switch_engaged", "last_wake", "recordings_stored",
@@ -198,6 +210,33 @@ def read_password(settings: MqttSettings) -> str | None:
                           "the systemd credential that provides it") from None
 
 
+def client_id_for(settings: MqttSettings, device_id: str, state_dir: Path | None) -> str:
+    """The daemon's client id: ``mqtt.client_id`` if set, else ``voxkeep-<device_id>-<random>``.
+
+    Not guessable from the topic: a broker drops a session when another client connects with its id,
+    so a guessable id would let anyone on the broker knock the speaker offline at will. The random
+    part is kept in ``state_dir`` (when it can be written; else it lasts one run).
+    """
+    if settings.client_id:
+        return settings.client_id
+    suffix = ""
+    path = state_dir / CLIENT_ID_FILE if state_dir else None
+    if path is not None:
+        try:
+            suffix = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            suffix = ""
+    if not re.fullmatch(r"[0-9a-f]{16}", suffix):
+        suffix = secrets.token_hex(8)
+        if path is not None:
+            try:
+                atomic_write(path, (suffix + "\n").encode())
+            except OSError as exc:  # a full disk: this run's id is random all the same
+                log.warning("cannot save the MQTT client id to %s (%s); using a new one each start", path,
+                            exc.strerror)
+    return f"voxkeep-{device_id}-{suffix}"
+
+
 def make_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
     """A configured, unconnected paho client (MQTT 5, so the broker can tell us when its ACL refuses a publish)."""
     if not settings.host:
@@ -264,11 +303,17 @@ class _Quiet:
         self._last.pop(key, None)
 
 
+def _connect_properties() -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.MaximumPacketSize = MAX_PACKET_BYTES
+    return props
+
+
 class MqttBridge:
     """Publishes state, events and discovery; hands ``<base>/set`` commands to ``on_command``."""
 
     def __init__(self, settings: MqttSettings, *, on_command: OnCommand, version: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, state_dir: Path | None = None) -> None:
         if not 0 < settings.reconnect_min_seconds <= settings.reconnect_max_seconds:
             raise ConfigError("'mqtt.reconnect_min_seconds' must be above 0 and at most 'reconnect_max_seconds'")
         self.settings = settings
@@ -278,10 +323,12 @@ class MqttBridge:
         self._on_command = on_command
         self._quiet = _Quiet(clock)
         self._inbox: deque[tuple[Any, ...]] = deque(maxlen=256)
-        self._client = make_client(settings, settings.client_id or f"voxkeep-{self.device_id}")
+        self.client_id = client_id_for(settings, self.device_id, state_dir)
+        self._client = make_client(settings, self.client_id)
         self._client.will_set(self.topics.availability, "offline", qos=1, retain=True)
         self._client.on_connect = lambda _c, _u, _f, rc, _p: self._inbox.append(("connack", rc))
-        self._client.on_message = lambda _c, _u, msg: self._inbox.append(("message", msg.topic, msg.payload))
+        self._client.on_message = lambda _c, _u, msg: self._inbox.append(("message", msg.topic, msg.payload,
+                                                                           bool(msg.retain)))
         self._client.on_publish = lambda _c, _u, mid, rc, _p: self._inbox.append(("puback", mid, rc))
         self._states: deque[dict[str, Any]] = deque(maxlen=1)
         self._events: deque[Event] = deque(maxlen=64)
@@ -343,7 +390,8 @@ class MqttBridge:
 
     def _open_session(self) -> bool:
         try:
-            self._client.connect(self.settings.host, self.settings.port, keepalive=KEEPALIVE_SECONDS)
+            self._client.connect(self.settings.host, self.settings.port, keepalive=KEEPALIVE_SECONDS,
+                                 properties=_connect_properties())
         except OSError as exc:
             self._quiet.warn("connection", connect_failure(self.settings, exc))
             return False
@@ -375,7 +423,7 @@ class MqttBridge:
             if kind == "connack":
                 self._connack(rest[0])
             elif kind == "message":
-                self._message(rest[0], rest[1])
+                self._message(rest[0], rest[1], rest[2])
             else:
                 self._puback(rest[0], rest[1])
 
@@ -399,10 +447,16 @@ class MqttBridge:
         if self._state_payload is not None:
             self._publish(self.topics.state, self._state_payload, retain=True)
 
-    def _message(self, topic: str, payload: bytes) -> None:
+    def _message(self, topic: str, payload: bytes, retained: bool) -> None:
         if topic == self.topics.ha_status:
             if payload.strip() == b"online":
                 self._announce()
+            return
+        if retained:
+            # A retained command would be obeyed again at every start and reconnect, undoing the owner's
+            # later choices (a retained unmute after every 'voxkeep mute'). Commands are live or nothing.
+            self._quiet.warn("retained", f"ignored a retained command on {topic}: commands must not be retained; "
+                                         f"clear it with: mosquitto_pub -r -n -t {topic}")
             return
         try:
             action = parse_command(payload)
