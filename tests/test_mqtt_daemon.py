@@ -51,6 +51,7 @@ def test_home_assistant_sees_the_speaker_and_can_mute_it(broker: Broker, listene
         state = listener.wait_json(f"{base}/state", lambda s: s.get("last_wake"))
         assert state["mode"] == "listening" and state["mic_open"] is True
         assert "audio" not in state and "transcript" not in state
+        assert state["audit_head"] and state["audit_head"] == app.vault.audit_head()  # as the README promises
 
         listener.publish(f"{base}/set", json.dumps({"mute": True}))
         muted = listener.wait_json(f"{base}/state", lambda s: not s["mic_open"])

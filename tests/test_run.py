@@ -98,6 +98,11 @@ def test_events_to_file(two_wakes: Path, tmp_path: Path, state_dir: Path) -> Non
     assert proc.returncode == 0
     assert proc.stdout == b""
     assert of_type(events_of(out.read_text()), "state")
+    assert out.stat().st_mode & 0o777 == 0o600  # events can hold transcripts: only the owner reads them
+    out.chmod(0o644)  # a file left readable by an older version is tightened, not trusted
+    again = run_cli("run", "--input", str(two_wakes), "--events", str(out), "--state-dir", str(state_dir))
+    assert again.returncode == 0
+    assert out.stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.parametrize("kind", ["truncated", "garbage", "empty", "missing", "header_only", "no_samples"])
