@@ -59,7 +59,7 @@ def test_grant_list_revoke_are_recorded_with_time_and_who(capsys: pytest.Capture
 def test_an_unknown_sink_is_refused_with_the_choices(state_dir: Path) -> None:
     proc = run_cli("consent", "grant", "dropbox", "--state-dir", str(state_dir))
     assert proc.returncode == 2
-    assert "invalid choice: 'dropbox' (choose from 'mqtt', 'http', 'wyoming')" in proc.stderr.decode()
+    assert "invalid choice: 'dropbox' (choose from 'mqtt', 'http', 'wyoming', 'satellite')" in proc.stderr.decode()
     with Vault(state_dir, VaultSettings()) as vault:
         assert vault.consent_history() == []
 

@@ -51,6 +51,8 @@ class App:
     daemon: Daemon = field(init=False)
     forwarder: Forwarder = field(init=False)
     light: StatusLight | None = None
+    satellite: Any = None
+    """The Home Assistant satellite (voxkeep.satellite), when ``[satellite] uri`` is set."""
     starters: list[Callable[[], None]] = field(default_factory=list)
     stoppers: list[Callable[[], None]] = field(default_factory=list)
     """Edges that produce events, stopped (last started, first stopped) before the bus delivers the rest."""
@@ -189,12 +191,19 @@ def _build(settings: Settings, state_dir: Path, lock: StateLock, *, source: Audi
     app.closers.append(tones.close)
 
     forwarder = app.forwarder = Forwarder(settings, vault, bus.publish, on_transfer=light_feed.set_forwarding)
+    if settings.satellite.uri:
+        from .satellite import Satellite
+
+        app.satellite = Satellite(settings, privacy, vault, bus.publish, wake_words=detector.words, player=tones,
+                                  on_streaming=lambda busy: light_feed.set_forwarding(busy, "satellite"),
+                                  on_timer=light_feed.set_timer)
     recognizer = CommandRecognizer(settings.commands, detector.words)
     worker = UtteranceWorker(
         settings, privacy, bus.publish, recognizer=recognizer, vault=vault,
         on_command=lambda command: tones.play(TONE_FOR[command]),
         on_recorded=lambda u, rec_id: forwarder.submit(rec_id, u.pcm, u.t_end,
-                                                       lambda: privacy.mode is Mode.LISTENING))
+                                                       lambda: privacy.mode is Mode.LISTENING),
+        on_request=app.satellite.request if app.satellite is not None else None)
     verifier = second_look(settings.wake, settings.models_path, detector.plans) if settings.wake.verify else None
     daemon = Daemon(settings, source, detector, privacy, bus, worker, verifier=verifier, on_frame=on_frame,
                     stop=stop, tone_guard=(lambda: time.monotonic() < tones.playing_until()) if tones.enabled
@@ -205,6 +214,11 @@ def _build(settings: Settings, state_dir: Path, lock: StateLock, *, source: Audi
 
     app.starters.append(lambda: _vault_startup(vault, bus, daemon))
     app.starters.append(forwarder.start)
+    if app.satellite is not None:
+        satellite = app.satellite
+        app.starters.append(satellite.start)
+        app.stoppers.append(lambda: (None if source.live else satellite.drain(settings.forward.retry_seconds),
+                                     satellite.stop()))
     # File input: let what was consented arrive before the run ends (bounded by the retry window).
     app.stoppers.append(lambda: (None if source.live else forwarder.drain(settings.forward.retry_seconds),
                                  forwarder.stop()))
@@ -280,16 +294,25 @@ class _LightFeed:
         self._light = light
         self._privacy = privacy
         self._handling = False
-        self._forwarding = False
+        self._sending: set[str] = set()
+        self._timer = False
 
     def refresh(self) -> None:
         snap = self._privacy.snapshot()
         self._light.show(LightView(mode=snap["mode"], mic_open=snap["mic_open"], handling_wake=self._handling,
-                                   forwarding=self._forwarding))
+                                   forwarding=bool(self._sending), timer=self._timer))
 
-    def set_forwarding(self, busy: bool) -> None:
-        """Called by the forwarder's threads when audio starts or stops leaving the device; quick."""
-        self._forwarding = busy
+    def set_forwarding(self, busy: bool, source: str = "forward") -> None:
+        """Called by the forwarder's and the satellite's threads when audio starts or stops leaving; quick."""
+        if busy:
+            self._sending.add(source)
+        else:
+            self._sending.discard(source)
+        self.refresh()
+
+    def set_timer(self, shown: bool) -> None:
+        """A Home Assistant timer is running or ringing (the satellite's thread)."""
+        self._timer = shown
         self.refresh()
 
     def __call__(self, event: Event) -> None:

@@ -188,7 +188,7 @@ class MqttSettings:
 
 @dataclass(frozen=True)
 class ForwardSettings:
-    SINKS = ("mqtt", "http", "wyoming")  # not a key: every sink a consent can name (voxkeep.forward)
+    SINKS = ("mqtt", "http", "wyoming", "satellite")  # not a key: every sink a consent can name (voxkeep.forward)
 
     mqtt_topic: str = ""
     """Topic that receives utterance WAVs when the "mqtt" sink is consented."""
@@ -207,6 +207,26 @@ class ForwardSettings:
 
 
 @dataclass(frozen=True)
+class SatelliteSettings:
+    uri: str = ""
+    """tcp://address:port on which Home Assistant's Wyoming integration reaches this speaker as a voice
+    satellite, e.g. "tcp://0.0.0.0:10700"; "" (the default) turns the satellite off. Audio is sent only with
+    'voxkeep consent grant satellite'."""
+    name: str = ""
+    """Name Home Assistant shows for this satellite; "" uses "voxkeep <host name>"."""
+    area: str = ""
+    """Area Home Assistant suggests for the satellite (e.g. "Kitchen"); "" for none."""
+    allow: list[str] = field(default_factory=list)
+    """Addresses (or networks like "192.168.1.0/24") of the Home Assistant that may connect; every other peer
+    is refused and logged. Required when uri is set."""
+    zeroconf: bool = False
+    """Announce the satellite on the local network (mDNS _wyoming._tcp) so Home Assistant discovers it; needs
+    the python-zeroconf package (pip install zeroconf). Off: add it by host and port instead."""
+    max_reply_seconds: float = 60.0
+    """Longest spoken reply from Home Assistant that is played; the rest is cut off (the reply waits in memory)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     state_dir: str = ""
     """Where state, the vault and the control socket live; "" for the default (see README)."""
@@ -221,6 +241,7 @@ class Settings:
     vault: VaultSettings = field(default_factory=VaultSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     forward: ForwardSettings = field(default_factory=ForwardSettings)
+    satellite: SatelliteSettings = field(default_factory=SatelliteSettings)
 
     @property
     def state_path(self) -> Path:
@@ -359,6 +380,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "mqtt.port": (1, 65_535), "mqtt.reconnect_min_seconds": (0.01, 3600.0),
     "mqtt.reconnect_max_seconds": (0.01, 86_400.0),
     "forward.timeout_seconds": (0.1, 600.0), "forward.retry_seconds": (0.0, 86_400.0),
+    "satellite.max_reply_seconds": (1.0, 600.0),
 }
 """The finite range (inclusive) of every number a config may hold; ``*`` is any key of a table or list."""
 OTHER_NUMBER_LIMIT = 1e9
@@ -442,6 +464,34 @@ def validate(s: Settings) -> None:
         if parts.scheme != "tcp" or not parts.hostname or port is None:
             raise ConfigError(f"'forward.wyoming_uri' {fwd.wyoming_uri!r} must be tcp://host:port, "
                               "e.g. tcp://homeassistant.lan:10300")
+    _check_satellite(s.satellite)
+
+
+def _check_satellite(sat: SatelliteSettings) -> None:
+    import ipaddress
+
+    if not sat.uri:
+        return
+    parts = urlsplit(sat.uri)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "tcp" or not parts.hostname or port is None:
+        raise ConfigError(f"'satellite.uri' {sat.uri!r} must be tcp://address:port, e.g. tcp://0.0.0.0:10700")
+    if not sat.allow:
+        raise ConfigError("'satellite.uri' is set but 'satellite.allow' is empty; list your Home Assistant's "
+                          "address, e.g. allow = [\"192.168.1.10\"], so no other machine can connect")
+    for i, entry in enumerate(sat.allow):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(f"config key 'satellite.allow[{i}]' {entry!r} is not an IP address or network; "
+                              "use e.g. \"192.168.1.10\" or \"192.168.1.0/24\" (host names are not accepted)") from None
+    for key in ("name", "area"):
+        value = getattr(sat, key)
+        if len(value) > 64 or any(ord(c) < 32 for c in value):
+            raise ConfigError(f"config key 'satellite.{key}' must be at most 64 printable characters")
 
 
 def _toml_value(value: Any) -> str:

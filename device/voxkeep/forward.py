@@ -31,7 +31,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -216,23 +216,17 @@ class WyomingSink:
     async def _transcribe(self, audio: bytes) -> str:
         from wyoming.asr import Transcribe
         from wyoming.asr import Transcript as WyomingTranscript
-        from wyoming.audio import AudioChunk, AudioStart, AudioStop
         from wyoming.client import AsyncTcpClient
         from wyoming.error import Error
 
-        fmt = {"rate": SAMPLE_RATE, "width": 2, "channels": 1}
         async with AsyncTcpClient(self._host, self._port, connect_timeout=self._timeout,
                                   read_timeout=self._timeout) as client:
             # One deadline for the whole exchange: a server that stops reading, or answers a byte at a time,
             # must not hold the sink.
             async with asyncio.timeout(self._timeout):
                 await client.write_event(Transcribe().event())
-                await client.write_event(AudioStart(**fmt, timestamp=0).event())
-                step = CHUNK_SAMPLES * 2
-                for offset in range(0, len(audio), step):
-                    await client.write_event(AudioChunk(**fmt, audio=audio[offset:offset + step],
-                                                        timestamp=offset * 1000 // (2 * SAMPLE_RATE)).event())
-                await client.write_event(AudioStop(timestamp=len(audio) * 1000 // (2 * SAMPLE_RATE)).event())
+                for event in audio_events(audio):
+                    await client.write_event(event)
                 while True:
                     event = await client.read_event()
                     if event is None:
@@ -241,6 +235,21 @@ class WyomingSink:
                         return WyomingTranscript.from_event(event).text
                     if Error.is_type(event.type):
                         raise ValueError(f"it answered with an error: {Error.from_event(event).text}")
+
+
+def audio_events(audio: bytes) -> Iterator[Any]:
+    """16 kHz mono S16_LE ``audio`` as Wyoming events: audio-start, 100 ms audio-chunks, audio-stop.
+
+    Shared by the speech-to-text sink and the Home Assistant satellite (voxkeep.satellite), which stream alike.
+    """
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+
+    fmt = {"rate": SAMPLE_RATE, "width": 2, "channels": 1}
+    yield AudioStart(**fmt, timestamp=0).event()
+    step = CHUNK_SAMPLES * 2
+    for offset in range(0, len(audio), step):
+        yield AudioChunk(**fmt, audio=audio[offset:offset + step], timestamp=offset * 1000 // (2 * SAMPLE_RATE)).event()
+    yield AudioStop(timestamp=len(audio) * 1000 // (2 * SAMPLE_RATE)).event()
 
 
 def make_sinks(settings: Settings) -> list[Sink]:
@@ -259,11 +268,13 @@ def make_sinks(settings: Settings) -> list[Sink]:
 
 def setting_of(sink: str) -> str:
     """The config key that must be set for ``sink`` to be used."""
-    return {"mqtt": "forward.mqtt_topic", "http": "forward.http_url", "wyoming": "forward.wyoming_uri"}[sink]
+    return {"mqtt": "forward.mqtt_topic", "http": "forward.http_url", "wyoming": "forward.wyoming_uri",
+            "satellite": "satellite.uri"}[sink]
 
 
-def is_configured(fwd: ForwardSettings, sink: str) -> bool:
-    return bool(getattr(fwd, setting_of(sink).split(".")[1]))
+def is_configured(settings: Settings, sink: str) -> bool:
+    section, key = setting_of(sink).split(".")
+    return bool(getattr(getattr(settings, section), key))
 
 
 # ------------------------------------------------------------------------------------------------- consent
@@ -313,6 +324,7 @@ class Forwarder:
         """``on_transfer(True)`` when audio starts leaving the device, ``(False)`` when no transfer is left
         (for the LED's forwarding pattern); ``clock`` times the retry window."""
         self._settings = settings.forward
+        self._all_settings = settings
         self._vault = vault
         self._publish = publish
         self._on_transfer = on_transfer
@@ -332,7 +344,7 @@ class Forwarder:
     def start(self) -> None:
         """Start one thread per configured sink; say so if a consented sink is not configured."""
         for sink in self._vault.active_consents():
-            if sink not in self.sinks:
+            if not is_configured(self._all_settings, sink):
                 message = (f"forwarding to {sink} is consented but '{setting_of(sink)}' is not set, so nothing "
                            f"is sent there; set it, or 'voxkeep consent revoke {sink}'")
                 log.warning("%s", message)

@@ -53,7 +53,10 @@ class UtteranceWorker:
     def __init__(self, settings: Settings, privacy: PrivacyState, publish: Callable[[Event], None], *,
                  recognizer: Recognizer | None, vault: VaultLike | None,
                  on_command: Callable[[str], None] | None = None,
-                 on_recorded: Callable[[Utterance, str], None] | None = None) -> None:
+                 on_recorded: Callable[[Utterance, str], None] | None = None,
+                 on_request: Callable[[Utterance], Callable[[str | None], None] | None] | None = None) -> None:
+        """``on_request`` gets each utterance judged not to be a privacy command, before it is stored (the
+        Home Assistant satellite streams it); what it returns is told the recording id, or None if none."""
         self._settings = settings
         self._privacy = privacy
         self._publish = publish
@@ -61,6 +64,7 @@ class UtteranceWorker:
         self._vault = vault
         self._on_command = on_command
         self._on_recorded = on_recorded
+        self._on_request = on_request
         self._queue: queue.Queue[Utterance | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._thread = threading.Thread(target=self._run, name="utterances", daemon=True)
         self.dropped = 0
@@ -112,6 +116,16 @@ class UtteranceWorker:
                 self._on_command(command)
             self._publish(Handled(t=u.t_end, wake_word=u.wake_word, outcome="command", reason=""))
             return
+        told = self._on_request(u) if self._on_request is not None else None
+        rec_id = None
+        try:
+            rec_id = self._keep(u)
+        finally:
+            if told is not None:
+                told(rec_id)
+
+    def _keep(self, u: Utterance) -> str | None:
+        """Store ``u`` if everything allows it; publish what happened; the recording id or None."""
         reason = self._why_not_store(u)
         if reason is None:
             assert self._vault is not None
@@ -130,8 +144,9 @@ class UtteranceWorker:
                 if self._on_recorded is not None:
                     self._on_recorded(u, rec_id)
                 self._publish(Handled(t=u.t_end, wake_word=u.wake_word, outcome="recorded", reason=""))
-                return
+                return rec_id
         self._publish(Handled(t=u.t_end, wake_word=u.wake_word, outcome="not_recorded", reason=reason))
+        return None
 
     def _recognise(self, u: Utterance) -> str | None:
         if self._recognizer is None:

@@ -43,6 +43,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "amber": (1.0, 0.3, 0.0),
     "white": (1.0, 1.0, 1.0),
     "blue": (0.0, 0.0, 1.0),
+    "green": (0.0, 1.0, 0.0),
 }
 
 
@@ -58,6 +59,9 @@ class LightView:
     """A wake word was heard and its command window or recording is in progress."""
     forwarding: bool = False
     """Audio is leaving the device to a consented sink."""
+    timer: bool = False
+    """A Home Assistant timer set through the satellite is running or has just finished (RGB LED only: the
+    single LED shows nothing but the microphone's truth)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -75,6 +79,8 @@ class LightView:
             parts.append("handling wake word")
         if self.forwarding:
             parts.append("sending audio")
+        if self.timer:
+            parts.append("timer")
         return ", ".join(parts)
 
 
@@ -106,7 +112,8 @@ def single_led_pattern(view: LightView) -> Pattern:
 
 
 def rgb_led_pattern(view: LightView) -> Pattern:
-    """RGB LED: red = microphone off, amber = heard but not recorded, blue pulse = audio leaving.
+    """RGB LED: red = microphone off, amber = heard but not recorded, blue pulse = audio leaving, green pulse =
+    a timer.
 
     Red follows the closed stream rather than the mode, so red always means "cannot hear you". A
     stream still open in muted mode (a transition, or a fault) shows amber, never red.
@@ -121,6 +128,8 @@ def rgb_led_pattern(view: LightView) -> Pattern:
         return Pattern(base, pulse="blue")
     if view.handling_wake and view.mic_open:
         return Pattern("white" if base == "off" else base, blink=True)
+    if view.timer:  # a green pulse over the microphone's colour, so red still means "cannot hear you"
+        return Pattern(base, pulse="green")
     return Pattern(base)
 
 

@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,11 @@ TONES: dict[str, tuple[tuple[float, float], ...]] = {
     "resumed": ((660.0, 0.12), (0.0, 0.06), (880.0, 0.16)),
     "deleted": ((1200.0, 0.07), (0.0, 0.05), (1200.0, 0.07), (0.0, 0.05), (1200.0, 0.07)),
     "muted": ((440.0, 0.30),),
+    # Home Assistant timers (voxkeep.satellite): a soft rising pair when set, a falling one when cancelled,
+    # and a bright triple chime, played three times, when one finishes.
+    "timer_started": ((523.0, 0.10), (0.0, 0.04), (784.0, 0.10)),
+    "timer_cancelled": ((784.0, 0.10), (0.0, 0.04), (523.0, 0.10)),
+    "timer_finished": ((988.0, 0.15), (0.0, 0.08), (1319.0, 0.15), (0.0, 0.08), (988.0, 0.15), (0.0, 0.4)),
 }
 LEVEL = 0.3
 """Peak amplitude (of full scale): clearly audible on a small speaker without clipping its amplifier."""
@@ -44,6 +50,16 @@ ECHO_MARGIN_SECONDS = 1.0
 """Added to the tone's end for output latency and the ~1 s window openWakeWord scores over."""
 QUEUE_TONES = 4
 """Tones waiting to play; more than this in a row is a bug upstream, and extra tones are dropped."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Speech to play (Home Assistant's spoken reply): mono int16 ``samples`` at ``rate``; ``done`` is called
+    on the player's thread once it has been played (or could not be)."""
+
+    samples: np.ndarray
+    rate: int
+    done: Callable[[], None]
 
 
 def tone_seconds(kind: str) -> float:
@@ -75,6 +91,16 @@ def _tone(kind: str) -> tuple[tuple[float, float], ...]:
         raise ValueError(f"unknown tone {kind!r}; known tones: {', '.join(TONES)}") from None
 
 
+def resample(samples: np.ndarray, rate: int, to: int) -> np.ndarray:
+    """Mono int16 ``samples`` from ``rate`` to ``to`` Hz (soxr, the resampler the microphone path uses)."""
+    if rate == to:
+        return samples
+    import soxr
+
+    out = soxr.resample(samples.astype(np.float32) / 32768.0, rate, to)
+    return np.clip(np.round(out * 32768.0), -32768, 32767).astype(np.int16)
+
+
 def find_output(pa: Any, device: str) -> dict[str, Any]:
     """The output device named by ``device``: an index, or a case-insensitive name substring."""
     outputs = [pa.get_device_info_by_index(i) for i in range(pa.get_device_count())]
@@ -97,7 +123,7 @@ class TonePlayer:
         self._clock = clock
         self._lock = threading.Lock()
         self._until = 0.0
-        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=QUEUE_TONES)
+        self._queue: queue.Queue[str | Clip | None] = queue.Queue(maxsize=QUEUE_TONES)
         self.played: list[str] = []
         """Tones that were written to the device, in order (for status and tests)."""
         self._thread: threading.Thread | None = None
@@ -126,6 +152,22 @@ class TonePlayer:
             return False
         return True
 
+    def play_clip(self, clip: Clip) -> bool:
+        """Queue speech; never blocks. False (and ``clip.done`` called at once) if there is no speaker or the
+        queue is full. The wake guard covers it like a tone: a reply saying the wake word wakes nothing."""
+        if self._thread is not None:
+            seconds = clip.samples.size / clip.rate
+            with self._lock:
+                start = max(self._clock(), self._until - ECHO_MARGIN_SECONDS)
+                self._until = start + seconds + ECHO_MARGIN_SECONDS
+            try:
+                self._queue.put_nowait(clip)
+                return True
+            except queue.Full:
+                log.warning("a spoken reply was dropped: %d sounds already waiting", QUEUE_TONES)
+        clip.done()
+        return False
+
     def playing_until(self) -> float:
         """Monotonic time before which captured audio may contain a tone; wake hits then are ignored."""
         with self._lock:
@@ -144,15 +186,19 @@ class TonePlayer:
 
     def _run(self) -> None:
         while True:
-            kind = self._queue.get()
-            if kind is None:
+            item = self._queue.get()
+            if item is None:
                 return
             try:
-                self._play_now(kind)
+                self._play_now(item)
             except Exception as exc:  # a missing speaker must never take the daemon down
-                log.warning("cannot play the '%s' tone: %s", kind, exc)
+                what = f"the '{item}' tone" if isinstance(item, str) else "a spoken reply"
+                log.warning("cannot play %s: %s", what, exc)
+            finally:
+                if isinstance(item, Clip):
+                    item.done()
 
-    def _play_now(self, kind: str) -> None:
+    def _play_now(self, item: str | Clip) -> None:
         pa_module = self._pa_module
         if pa_module is None:
             import pyaudio as pa_module
@@ -162,7 +208,8 @@ class TonePlayer:
             info = find_output(pa, self.output_device)
             stream, rate = None, SAMPLE_RATE
             last: Exception | None = None
-            for rate in dict.fromkeys((SAMPLE_RATE, int(info["defaultSampleRate"]))):
+            first = SAMPLE_RATE if isinstance(item, str) else item.rate
+            for rate in dict.fromkeys((first, int(info["defaultSampleRate"]))):
                 try:
                     stream = pa.open(format=pa_module.paInt16, channels=1, rate=rate, output=True,
                                      output_device_index=int(info["index"]))
@@ -170,13 +217,13 @@ class TonePlayer:
                 except (OSError, ValueError) as exc:
                     last = exc
             if stream is None:
-                raise OSError(f"output '{info['name']}' refused 16 kHz and {rate} Hz mono ({last})")
+                raise OSError(f"output '{info['name']}' refused {first} Hz and {rate} Hz mono ({last})")
             try:
-                samples = tone_samples(kind, rate)
+                samples = tone_samples(item, rate) if isinstance(item, str) else resample(item.samples, item.rate, rate)
                 with self._lock:
                     self._until = max(self._until, self._clock() + samples.size / rate + ECHO_MARGIN_SECONDS)
                 stream.write(samples.tobytes())
-                self.played.append(kind)
+                self.played.append(item if isinstance(item, str) else "speech")
             finally:
                 stream.stop_stream()
                 stream.close()

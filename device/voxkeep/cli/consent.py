@@ -14,7 +14,8 @@ from datetime import datetime
 from ..config import ForwardSettings
 from .common import common_parent, settings_from_args
 
-SINK_HELP = "mqtt (WAV on forward.mqtt_topic), http (POST to forward.http_url), wyoming (speech-to-text server)"
+SINK_HELP = ("mqtt (WAV on forward.mqtt_topic), http (POST to forward.http_url), wyoming (speech-to-text server), "
+             "satellite (Home Assistant voice satellite, [satellite] uri)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +58,7 @@ def _grant(args: argparse.Namespace) -> int:
         vault.consent(args.sink, "grant", "cli")
     print(f"consent granted: utterances after a wake word, while listening, may now be sent to {args.sink}. "
           f"Revoke with 'voxkeep consent revoke {args.sink}'.")
-    if not is_configured(settings.forward, args.sink):
+    if not is_configured(settings, args.sink):
         print(f"note: '{setting_of(args.sink)}' is not set in the config, so nothing is sent until you set it")
     return 0
 

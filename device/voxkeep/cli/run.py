@@ -47,11 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "model's cutoff unless [wake] thresholds names them)")
     run.add_argument("--events", "-e", metavar="FILE", help='write JSON Lines events to FILE, or "-" for stdout')
     run.add_argument("--realtime", action="store_true", default=None, help="pace file input at real time")
+    run.add_argument("--satellite-uri", metavar="URI",
+                     help="be a Home Assistant voice satellite on URI, e.g. tcp://0.0.0.0:10700 ([satellite] uri; "
+                          "needs [satellite] allow and 'voxkeep consent grant satellite' before audio is sent)")
     run.set_defaults(handler=_run)
 
 
 def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The [audio] and [wake] overrides the run flags stand for."""
+    """The [audio], [wake] and [satellite] overrides the run flags stand for."""
     audio: dict[str, Any] = {}
     wake: dict[str, Any] = {}
     if args.input is not None:
@@ -66,7 +69,8 @@ def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
         wake["threshold"] = args.threshold
     if args.engine is not None:
         wake["engine"] = args.engine
-    return {k: v for k, v in (("audio", audio), ("wake", wake)) if v}
+    satellite = {"uri": args.satellite_uri} if args.satellite_uri is not None else {}
+    return {k: v for k, v in (("audio", audio), ("wake", wake), ("satellite", satellite)) if v}
 
 
 def _run(args: argparse.Namespace) -> int:
