@@ -352,7 +352,7 @@ def test_pause_satellite_mutes_voice_cannot_undo_it_and_run_satellite_lifts_only
             assert wait_until(lambda: d.sat._active is not None and d.sat._active.running)
             ha.send(PauseSatellite().event())
             assert wait_until(lambda: d.privacy.muted)
-            assert PrivacyState(state_dir / STATE_FILE).muted  # persisted: survives a restart
+            assert wait_until(lambda: PrivacyState(state_dir / STATE_FILE).muted)  # persisted: survives a restart
             assert not d.privacy.request("unmute", "voice").ok
             assert d.privacy.muted
             ha.send(RunSatellite().event())  # Home Assistant's own mute switch turned off again
