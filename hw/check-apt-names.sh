@@ -7,6 +7,8 @@
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=hw/lib.sh
+. "$SRC/hw/lib.sh"
 SUITES=("${@:-bookworm}")
 [ $# -gt 0 ] || SUITES=(bookworm trixie)
 
@@ -14,11 +16,7 @@ names_in() {  # the words of the APT_PACKAGES=( ... ) array in a script, comment
     sed -n '/^APT_PACKAGES=(/,/^)/p' "$1" | sed -e 's/#.*//' -e 's/APT_PACKAGES=(//' -e 's/)//' | tr -s ' \t' '\n' | sed '/^$/d'
 }
 
-mirror="${MIRROR:-}"
-if [ -z "$mirror" ]; then  # the Debian archive this machine already uses
-    mirror="$(sed -n 's/^URIs: *\(.*\/debian\)$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)"
-    [ -n "$mirror" ] || mirror="$(awk '$1 == "deb" && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)"
-fi
+mirror="$(debian_mirror)"
 [ -n "$mirror" ] || { echo "check-apt-names: no Debian archive configured; set MIRROR=<archive URI>" >&2; exit 2; }
 
 scratch="$(mktemp -d)"

@@ -70,8 +70,10 @@ cat > "$ROOT/etc/udev/rules.d/60-voxkeep-gpio.rules" <<'RULES'
 # Installed by voxkeep: let group gpio use the GPIO character devices (lgpio, gpiozero).
 SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"
 RULES
-run udevadm control --reload-rules
-run udevadm trigger --subsystem-match=gpio
+if systemd_running; then  # in an image build or a chroot no udev runs: the rule applies at boot
+    run udevadm control --reload-rules
+    run udevadm trigger --subsystem-match=gpio
+fi
 
 say "installing voxkeep into $PREFIX/venv"
 install -d -m 0755 "$ROOT$PREFIX" "$ROOT$PREFIX/hw"

@@ -51,6 +51,16 @@ parse_common() {
     fi
 }
 
+# debian_mirror: the Debian archive this machine's apt already uses (MIRROR=URI overrides it), or nothing.
+debian_mirror() {
+    local mirror="${MIRROR:-}"
+    if [ -z "$mirror" ]; then
+        mirror="$(sed -n 's/^URIs: *\(.*\/debian\)\/\?$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)"
+        [ -n "$mirror" ] || mirror="$(awk '$1 == "deb" && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)"
+    fi
+    printf '%s\n' "${mirror%/}"
+}
+
 # user_exists NAME: looks in the (possibly scratch) root's passwd file, not the host's.
 user_exists() { grep -q "^$1:" "$ROOT/etc/passwd" 2>/dev/null; }
 

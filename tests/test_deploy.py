@@ -7,6 +7,7 @@ systemd-analyze and shellcheck are required tools (.ci/run installs them): missi
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -16,10 +17,13 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_cli
 from voxkeep import sdnotify
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +148,7 @@ def test_shellcheck_passes_on_every_script_under_hw():
 
 def test_scripts_are_executable():
     for path in shell_scripts():
-        if path.name != "lib.sh":
+        if not path.read_text().startswith("# shellcheck shell="):  # sourced libraries (lib.sh, layout.sh)
             assert path.stat().st_mode & stat.S_IXUSR, f"{path} is not executable"
 
 
@@ -377,3 +381,61 @@ def test_watchdog_interval_is_half_of_watchdog_sec(monkeypatch):
     assert sdnotify.watchdog_interval() == 15.0
     monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process
     assert sdnotify.watchdog_interval() is None
+
+
+def run_notified(sock: socket.socket, *args: str, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """``voxkeep ARGS`` with systemd's notify socket read while it runs (the kernel queues only ~10 datagrams)."""
+    got: list[str] = []
+    done = threading.Event()
+
+    def receive() -> None:
+        sock.settimeout(0.05)
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                got.append(sock.recv(256).decode())
+
+    reader = threading.Thread(target=receive)
+    reader.start()
+    try:
+        result = run_cli(*args, env=env)
+    finally:
+        time.sleep(0.2)
+        done.set()
+        reader.join()
+    return result, got
+
+
+@pytest.mark.parametrize("muted", [False, True])
+def test_a_run_under_systemd_reports_ready_and_pings_while_frames_flow(notify_socket, tmp_path, state_dir,
+                                                                       models_dir, muted):
+    """Type=notify: READY=1 once the loop runs and WATCHDOG=1 as frames arrive, also when the speaker
+    starts muted on a file source (which still delivers frames) and systemd would otherwise kill it."""
+    import numpy as np
+    import soundfile
+
+    wav = tmp_path / "room.wav"
+    soundfile.write(wav, np.random.default_rng(2).normal(0, 200, 16000 * 3).astype(np.int16), 16000)
+    if muted:
+        assert run_cli("mute", "--state-dir", str(state_dir)).returncode == 0
+    env = {"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"], "WATCHDOG_USEC": "200000"}  # pings every 50 ms
+    result, got = run_notified(notify_socket, "run", "--input", str(wav), "--state-dir", str(state_dir),
+                               "--models-dir", str(models_dir), "--realtime", env=env)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert got.count("READY=1") == 1 and got.index("READY=1") < got.index("WATCHDOG=1")
+    assert got.count("WATCHDOG=1") >= 10, got  # 3 s of frames, a ping at most every 50 ms
+    assert "STOPPING=1" in got
+
+
+def test_ready_is_sent_when_the_watchdog_is_switched_off(notify_socket, tmp_path, state_dir, models_dir,
+                                                          monkeypatch):
+    """WatchdogSec=0 in a drop-in: no pings, but READY=1 still comes, or `systemctl start` would hang."""
+    import numpy as np
+    import soundfile
+
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    wav = tmp_path / "room.wav"
+    soundfile.write(wav, np.random.default_rng(3).normal(0, 200, 16000).astype(np.int16), 16000)
+    result, got = run_notified(notify_socket, "run", "--input", str(wav), "--state-dir", str(state_dir),
+                               "--models-dir", str(models_dir), env={"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"]})
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert "READY=1" in got and "WATCHDOG=1" not in got

@@ -73,3 +73,31 @@ def test_cli_lists_every_check_and_fails_when_something_is_wrong(tmp_path: Path,
         assert f"] {name}:" in out
     assert "[FAIL] owner key: no owner key registered; run 'voxkeep owner init'" in out
     assert "Traceback" not in proc.stderr.decode()
+
+
+def test_a_file_or_stdin_instead_of_a_microphone_is_named(tmp_path: Path, state_dir: Path) -> None:
+    """A speaker (or VM) without a sound card runs on a WAV file or stdin: doctor says so, not "no microphone"."""
+    import numpy as np
+    import soundfile
+
+    wav = tmp_path / "room.wav"
+    soundfile.write(wav, (np.random.default_rng(1).normal(0, 300, 16000)).astype(np.int16), 16000)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[audio]\ninput = "{wav}"\n')
+    out = run_cli("doctor", "--config", str(config), "--state-dir", str(state_dir)).stdout.decode()
+    assert "[ ok ] microphone: not used" in out and f"audio comes from the file {wav}" in out
+    wav.unlink()
+    out = run_cli("doctor", "--config", str(config), "--state-dir", str(state_dir)).stdout.decode()
+    assert "[FAIL] microphone: not used, and [audio] input cannot be played" in out and "does not exist" in out
+
+
+def test_sound_cards_are_counted_from_alsa(tmp_path: Path) -> None:
+    cards = tmp_path / "cards"
+    cards.write_text("--- no soundcards ---\n")
+    assert doctor.sound_cards(cards) == 0
+    cards.write_text(" 0 [PCH            ]: HDA-Intel - HDA Intel PCH\n                      HDA Intel PCH at 0xf\n"
+                     " 1 [Device         ]: USB-Audio - USB PnP Sound Device\n")
+    assert doctor.sound_cards(cards) == 2
+    assert doctor.sound_cards(tmp_path / "absent") is None
+    check = doctor.check_input("-", None, 0)  # stdin is not opened by the doctor: the service owns it
+    assert check.ok and "no sound card" in check.message and "stdin" in check.message

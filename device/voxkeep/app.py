@@ -207,7 +207,7 @@ def _build(settings: Settings, state_dir: Path, lock: StateLock, *, source: Audi
     verifier = second_look(settings.wake, settings.models_path, detector.plans) if settings.wake.verify else None
     daemon = Daemon(settings, source, detector, privacy, bus, worker, verifier=verifier, on_frame=on_frame,
                     stop=stop, tone_guard=(lambda: time.monotonic() < tones.playing_until()) if tones.enabled
-                    else None, watchdog=_Watchdog() if sdnotify.watchdog_interval() else None,
+                    else None, watchdog=_Watchdog() if sdnotify.enabled() else None,
                     **({"wall_clock": wall_clock} if wall_clock else {}))
     app.daemon = daemon
     privacy.clock = daemon.clock
@@ -342,11 +342,12 @@ class _Auditor:
 
 
 class _Watchdog:
-    """Pings systemd's watchdog from the audio loop, at most twice per watchdog interval."""
+    """Tells systemd the loop runs: READY=1 on its first call, then watchdog pings (if WatchdogSec is
+    set) at most twice per interval."""
 
     def __init__(self) -> None:
-        interval = sdnotify.watchdog_interval() or 10.0
-        self._every = interval / 2
+        self._interval = sdnotify.watchdog_interval()
+        self._every = (self._interval or 10.0) / 2
         self._next = 0.0
         self._ready = False
 
@@ -357,7 +358,8 @@ class _Watchdog:
         self._next = now + self._every
         if not self._ready:
             self._ready = sdnotify.ready()
-        sdnotify.watchdog()
+        if self._interval:
+            sdnotify.watchdog()
 
 
 class _RetentionTimer:

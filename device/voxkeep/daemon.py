@@ -195,10 +195,13 @@ class Daemon:
         self.t = round(self.stats.frames * FRAME_SECONDS + self._muted_seconds, 6)
 
     def _advance(self) -> None:
+        """One frame came in and was handled (heard, or discarded while muted): the loop is alive."""
         self.stats.frames += 1
         self._tick_clock()
         if self.on_frame is not None:
             self.on_frame(self.t)
+        if self.watchdog is not None:
+            self.watchdog()
 
     def _process(self, frame: np.ndarray) -> None:
         hits = self.detector.process(frame)
@@ -207,8 +210,6 @@ class Daemon:
             self._scores[word].append(score)
         self._endpointer.observe(speech_dbfs(frame))
         self._advance()
-        if self.watchdog is not None:
-            self.watchdog()
         if self._capture is not None:
             done = self._capture.feed(frame, self.t)
             if done is not None:

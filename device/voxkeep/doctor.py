@@ -82,6 +82,35 @@ def check_microphone(source: AudioSource, seconds: float = 2.0) -> Check:
     return Check("microphone", True, f"{where} works, level {level:.0f} dBFS, no clipping")
 
 
+def sound_cards(cards: Path = Path("/proc/asound/cards")) -> int | None:
+    """How many ALSA sound cards the kernel has, or None where ALSA is absent (not Linux, no driver)."""
+    try:
+        text = cards.read_text()
+    except OSError:
+        return None
+    return sum(1 for line in text.splitlines() if line[:3].strip().isdigit())
+
+
+def check_input(spec: str, source: AudioSource | None, cards: int | None) -> Check:
+    """A WAV file or stdin instead of a microphone ([audio] input): say so, and that the file plays."""
+    hardware = " (this machine has no sound card)" if cards == 0 else ""
+    if spec == "-" or source is None:
+        return Check("microphone", True, f"not used{hardware}: the service reads raw audio from stdin "
+                                         "([audio] input = \"-\")")
+    try:
+        source.open()
+        try:
+            frame = source.read()
+        finally:
+            source.close()
+    except VoxkeepError as exc:
+        return Check("microphone", False, f"not used, and [audio] input cannot be played: {exc}")
+    if frame is None:
+        return Check("microphone", False, f"not used, and [audio] input {spec} holds no audio; record it again")
+    return Check("microphone", True, f"not used{hardware}: audio comes from the file {spec} ([audio] input; "
+                                     "set it to \"mic\" to listen to a microphone)")
+
+
 def check_gpio(settings: GpioSettings, *, pin_factory: Any = None) -> Check:
     """Claim every configured pin once, as the daemon will, and release it again."""
     from .indicators import MuteButton, MuteSwitch, StatusLight, choose_pin_factory

@@ -6,10 +6,12 @@ audio loop.
 
 How the daemon must use it (systemd/voxkeep.service has ``Type=notify`` and ``WatchdogSec=``):
 
-- ``ready()`` once the microphone is open (or deliberately closed because muted) and the loop runs;
+- ``ready()`` once the microphone is open (or deliberately closed because muted) and the loop runs,
+  also when the watchdog is switched off (``WatchdogSec=0``), or ``systemctl start`` would hang;
 - ``watchdog()`` from the audio loop *after each frame is processed*, never from a timer thread: if
   the microphone stalls or the loop hangs, pings stop and systemd restarts the service. While muted
-  no frames flow, so the loop's idle wait pings instead (it is alive, just not listening);
+  no frames flow from a microphone, so the loop's idle wait pings instead (it is alive, just not
+  listening); a file or stdin source keeps delivering frames while muted, and each one pings;
   ``watchdog_interval()`` says how often is enough (half of WatchdogSec; pinging every frame is fine);
 - ``status(text)`` on mode changes ("listening", "muted by button", ...), shown by ``systemctl status``;
 - ``stopping()`` when shutdown begins.
@@ -19,6 +21,11 @@ from __future__ import annotations
 
 import os
 import socket
+
+
+def enabled() -> bool:
+    """Run by systemd with Type=notify: it waits for ``ready()`` whether or not a watchdog is set."""
+    return bool(os.environ.get("NOTIFY_SOCKET"))
 
 
 def notify(message: str) -> bool:

@@ -21,12 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _doctor(args: argparse.Namespace) -> int:
     from .. import doctor
-    from ..audio import MicSource
+    from ..audio import MicSource, make_source
 
     settings = settings_from_args(args)
     checks = []
     if settings.audio.input == "mic":
         checks.append(doctor.check_microphone(MicSource(args.device or settings.audio.device), args.seconds))
+    else:
+        checks.append(doctor.check_input(settings.audio.input, make_source(settings.audio.input),
+                                         doctor.sound_cards()))
     checks += [
         doctor.check_models(settings.models_path, settings.wake.words, settings.wake.engine),
         doctor.check_gpio(settings.gpio),
