@@ -175,7 +175,8 @@ class MqttSettings:
     password_file: str = ""
     """File holding the broker password (e.g. a systemd credential); never put it in this file."""
     client_id: str = ""
-    """MQTT client id; "" uses voxkeep-<device_id>."""
+    """MQTT client id; "" uses voxkeep-<device_id>-<random, kept in the state dir>. A broker drops a session
+    when another client connects with its id, so choose one nobody can guess."""
     device_id: str = ""
     """Name of this speaker in topics; "" uses the host name."""
     discovery_prefix: str = "homeassistant"

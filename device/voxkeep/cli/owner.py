@@ -14,16 +14,20 @@ from typing import Any
 
 from .common import common_parent, settings_from_args
 
+OFFLINE = ("With no daemon running, the saved state is changed so the next start obeys it; a daemon that "
+           "holds the state dir but does not answer changes nothing and the exit status is 1.")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parent = common_parent()
     for name, action, text in (("mute", "mute", "close the microphone (only the owner or the button can unmute)"),
                                ("unmute", "unmute", "open the microphone again")):
-        p = sub.add_parser(name, parents=[parent], help=text, description=text[0].upper() + text[1:] + ".")
+        p = sub.add_parser(name, parents=[parent], help=text, description=text[0].upper() + text[1:] + ". " + OFFLINE)
         p.set_defaults(handler=_change, action=action)
     rec = sub.add_parser("recording", parents=[parent], help="allow or stop keeping recordings",
                          description="'on' lets the speaker keep recordings after a wake word (in the encrypted "
-                                     "vault); 'off' keeps nothing, while wake words and commands still work.")
+                                     "vault); 'off' keeps nothing, while wake words and commands still work. "
+                                     + OFFLINE)
     rec.add_argument("state", choices=["on", "off"])
     rec.set_defaults(handler=_change, action=None)
     status = sub.add_parser("status", parents=[parent], help="what the speaker is doing and why",
