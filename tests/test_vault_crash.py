@@ -1,23 +1,25 @@
-"""SIGKILL at random points while recording and deleting: nothing acknowledged is lost or resurrected.
+"""SIGKILL at random points of store, delete, consent, export and mute: nothing acknowledged is lost.
 
-A forked child stores and deletes recordings in a loop and writes an acknowledgement line to a pipe
-after each call returns. The parent kills it with SIGKILL at a random point, then reconciles the
-vault as the daemon does at start-up and checks every acknowledgement made so far (across all trials,
-which share one vault, as reboots of one device would). The vault lives in RAM (/dev/shm) when it can:
-a SIGKILL does not lose what the kernel already has, so fsync latency would only thin out the trials.
-A deletion is announced before it starts: from then on the recording may rightly be gone, but once
-acknowledged it must never come back.
+A forked child repeats one kind of operation in a loop and writes an acknowledgement line to a pipe
+after each call returns (and, for anything that may rightly be half-done after a crash, an announcement
+before it starts). The parent kills it with SIGKILL at a random point, then opens the state as the
+daemon does at start-up and checks every acknowledgement made so far (across all trials of a test,
+which share one state dir, as reboots of one device would). The state lives in RAM (/dev/shm) when it
+can: a SIGKILL does not lose what the kernel already has, so fsync latency would only thin out the trials.
+
+Trials: 200 store/delete, 60 consent, 60 export, 80 mute (400 in all); each test prints its count.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import select
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,9 @@ import pyrage  # noqa: F401  imported before forking, as in the daemon, so child
 import pytest
 
 from voxkeep.config import VaultSettings
+from voxkeep.export import verify_bundle
 from voxkeep.owner import generate_identity
+from voxkeep.privacy import ACTIONS, STATE_FILE, Choices, PrivacyState, read_choices
 from voxkeep.vault import Vault
 
 TRIALS = 200
@@ -50,8 +54,10 @@ def _child(state_dir: Path, ack_fd: int, seed: int) -> None:
             os.write(ack_fd, f"stored {rid}\n".encode())
 
 
-def _run_and_kill(state_dir: Path, seed: int, after_acks: int, delay: float) -> list[tuple[str, str]]:
-    """Fork a child; SIGKILL it ``delay`` seconds after its ``after_acks``-th acknowledgement; return them all.
+def _run_and_kill(state_dir: Path, seed: int, after_acks: int, delay: float,
+                  child: Callable[[Path, int, int], None] | None = None) -> list[tuple[str, str]]:
+    """Fork ``child`` (default: store and delete); SIGKILL it ``delay`` seconds after its ``after_acks``-th
+    acknowledgement; return them all.
 
     Counting acknowledgements first makes every trial do real work however loaded the machine is; the
     random delay then lands the kill anywhere inside a following store or deletion.
@@ -61,7 +67,7 @@ def _run_and_kill(state_dir: Path, seed: int, after_acks: int, delay: float) -> 
     if pid == 0:  # child: never returns into pytest
         try:
             os.close(read_fd)
-            _child(state_dir, write_fd, seed)
+            (child or _child)(state_dir, write_fd, seed)
         finally:
             os._exit(1)
     os.close(write_fd)
@@ -121,3 +127,157 @@ def test_sigkill_while_recording_and_deleting_loses_nothing_acknowledged(ram_sta
           f"{repaired} start-ups had something to reconcile")
     assert len(stored) >= TRIALS and deleted, "the child barely ran; the trials tested nothing"
     assert repaired, "no kill ever landed mid-operation; lengthen the delays"
+
+
+# --- consent ----------------------------------------------------------------------------------------------
+
+SINKS = ("http", "mqtt", "wyoming")
+
+
+def _consent_child(state_dir: Path, ack_fd: int, seed: int) -> None:
+    """Grant and revoke forwarding consents forever; announce each change, acknowledge it once recorded."""
+    rng = random.Random(seed)
+    vault = Vault(state_dir, VaultSettings())
+    while True:
+        sink, action = rng.choice(SINKS), rng.choice(("grant", "revoke"))
+        os.write(ack_fd, f"changing {sink}:{action}\n".encode())
+        vault.consent(sink, action, "test")
+        os.write(ack_fd, f"changed {sink}:{action}\n".encode())
+
+
+@pytest.mark.slow
+def test_sigkill_while_granting_and_revoking_consent(ram_state_dir: Path) -> None:
+    rng = random.Random(77)
+    last: dict[str, str] = {}  # sink -> the last acknowledged action
+    trials = unaudited = 0
+    for trial in range(60):
+        acks = _run_and_kill(ram_state_dir, trial, rng.randrange(1, 6), rng.uniform(0.0, 0.005), _consent_child)
+        pending = None
+        for kind, what in acks:
+            sink, action = what.split(":")
+            if kind == "changed":
+                last[sink], pending = action, None
+            else:
+                pending = (sink, action)
+        trials += 1
+        with Vault(ram_state_dir, VaultSettings()) as vault:
+            vault.reconcile()
+            active = set(vault.active_consents())
+            for sink in SINKS:
+                want = {last.get(sink) == "grant"}
+                if pending and pending[0] == sink:
+                    want.add(pending[1] == "grant")  # cut off mid-change: either is right
+                    last[sink] = "grant" if sink in active else "revoke"
+                assert (sink in active) in want, f"trial {trial}: consent for {sink} is not what was acknowledged"
+            vault.audit_log.verify()
+            history = vault.consent_history()
+            audited = [e for e in (json.loads(line) for line in vault.audit_log.read().splitlines())
+                       if str(e.get("kind", "")).startswith("consent_")]
+            unaudited = len(history) - len(audited)
+    print(f"consent: {trials} SIGKILL trials, {len(history)} consent changes recorded, {unaudited} of them "
+          "missing from the audit log")
+    assert history, "the child never changed a consent; the trials tested nothing"
+
+
+# --- export -----------------------------------------------------------------------------------------------
+
+def _export_child(state_dir: Path, ack_fd: int, seed: int) -> None:
+    """Export bundles forever into the out dir beside the state dir, acknowledging each finished one."""
+    from voxkeep.export import export_bundle
+
+    vault = Vault(state_dir, VaultSettings())
+    out_dir = state_dir.parent / "exports"
+    n = 0
+    while True:
+        out = out_dir / f"export-{seed}-{n}.zip"
+        os.write(ack_fd, f"exporting {out.name}\n".encode())
+        export_bundle(vault, out, state_dir)
+        os.write(ack_fd, f"exported {out.name}\n".encode())
+        n += 1
+
+
+@pytest.mark.slow
+def test_sigkill_while_exporting_leaves_only_whole_bundles(ram_state_dir: Path, tmp_path: Path) -> None:
+    from voxkeep.owner import read_identities
+
+    root = ram_state_dir / "device"
+    state_dir = root / "state"
+    (root / "exports").mkdir(parents=True)
+    secret, recipient = generate_identity()
+    key = tmp_path / "owner.key"
+    key.write_text(secret + "\n")
+    identities = read_identities(key)
+    pcm = np.random.default_rng(5).integers(-3000, 3000, 8000, dtype=np.int16)
+    with Vault(state_dir, VaultSettings()) as vault:
+        vault.add_recipient(recipient)
+        for i in range(3):
+            vault.store(pcm, started_at=1e9 + i, wake_word="w", score=0.9, command=None)
+    rng = random.Random(99)
+    finished: set[str] = set()
+    checked: set[str] = set()
+    verified = 0
+    for trial in range(60):
+        for kind, name in _run_and_kill(state_dir, trial, rng.randrange(1, 3), rng.uniform(0.0, 0.02),
+                                        _export_child):
+            if kind == "exported":
+                finished.add(name)
+        bundles = {p.name for p in (root / "exports").iterdir() if p.name.endswith(".zip")}
+        assert finished <= bundles, f"trial {trial}: an acknowledged export is gone"
+        for name in bundles - checked:
+            verify_bundle(root / "exports" / name, identities)  # only whole bundles carry the final name
+            verified += 1
+        checked |= bundles
+        with Vault(state_dir, VaultSettings()) as vault:
+            assert vault.reconcile().clean, f"trial {trial}: an export left the vault needing repair"
+            vault.audit_log.verify()
+            assert len(vault.list()) == 3
+    leftovers = [p.name for p in (root / "exports").iterdir() if not p.name.endswith(".zip")]
+    print(f"export: 60 SIGKILL trials, {len(finished)} exports acknowledged, {verified} bundles verified, "
+          f"{len(leftovers)} partial temp files left beside them by the kills")
+    assert finished, "no export ever finished; the trials tested nothing"
+    assert all(name.startswith(".") and name.endswith(".tmp") for name in leftovers), leftovers
+
+
+# --- mute -------------------------------------------------------------------------------------------------
+
+def _mute_child(state_dir: Path, ack_fd: int, seed: int) -> None:
+    """Change the privacy state forever (as button, CLI and voice would), acknowledging each change."""
+    rng = random.Random(seed)
+    privacy = PrivacyState(state_dir / STATE_FILE)
+    while True:
+        action = rng.choice(ACTIONS)
+        os.write(ack_fd, f"asking {action}\n".encode())
+        outcome = privacy.request(action, "cli")
+        assert outcome.ok and privacy.unsaved is None, outcome.message
+        os.write(ack_fd, f"now {int(privacy.muted)}{int(privacy.recording_enabled)}\n".encode())
+
+
+def _applied(choices: Choices, action: str) -> Choices:
+    muted = {"mute": True, "unmute": False}.get(action, choices.muted)
+    return Choices(muted, {"recording_on": True, "recording_off": False}.get(action, choices.recording))
+
+
+@pytest.mark.slow
+def test_sigkill_while_muting_comes_back_in_the_acknowledged_mode(ram_state_dir: Path) -> None:
+    rng = random.Random(4321)
+    modes: dict[str, int] = {}
+    acknowledged = mid_change = 0
+    known = Choices()
+    for trial in range(80):
+        acks = _run_and_kill(ram_state_dir, trial, rng.randrange(1, 8), rng.uniform(0.0, 0.003), _mute_child)
+        for kind, what in acks:
+            if kind == "now":
+                known = Choices(what[0] == "1", what[1] == "1")
+                acknowledged += 1
+        came_back, problem = read_choices(ram_state_dir / STATE_FILE)
+        assert problem is None, f"trial {trial}: a kill damaged the state file: {problem}"
+        modes[came_back.mode.value] = modes.get(came_back.mode.value, 0) + 1
+        if acks and acks[-1][0] == "asking":  # killed mid-change: before it or after it, nothing else
+            mid_change += 1
+            assert came_back in (known, _applied(known, acks[-1][1])), f"trial {trial}: came back {came_back}"
+            known = came_back
+        else:
+            assert came_back == known, f"trial {trial}: came back {came_back}, acknowledged {known}"
+    print(f"mute: 80 SIGKILL trials ({mid_change} mid-change), {acknowledged} changes acknowledged, "
+          f"came back {modes}")
+    assert acknowledged >= 80 and mid_change
