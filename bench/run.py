@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,13 +234,16 @@ class Bench:
                str(self.models_dir), "--engine", engine, *[a for m in models for a in ("--model", m)]]
         return run_child(cmd, None)
 
-    def voxkeep(self, scene: Scene, engine: str) -> Run:
-        events = self.work / f"{scene.name}-{engine}.events.jsonl"
+    def voxkeep(self, scene: Scene, engine: str, listen_only: bool = False) -> Run:
+        tag = f"{scene.name}-{engine}{'-listen' if listen_only else ''}"
+        events = self.work / f"{tag}.events.jsonl"
         events.unlink(missing_ok=True)  # the daemon appends to an existing events file
-        state = self.work / f"state-{scene.name}-{engine}"
+        state = self.work / f"state-{tag}"
         shutil.rmtree(state, ignore_errors=True)
-        config = self.work / "empty.toml"
-        config.write_text("")
+        config = self.work / ("listen-only.toml" if listen_only else "empty.toml")
+        # Listening only: thresholds no score reaches, so no wake, no second look, no command decode.
+        config.write_text("[wake]\nthresholds = { " + ", ".join(f"{w} = 0.999999" for w in self.words) + " }\n"
+                          if listen_only else "")
         cmd = ["voxkeep", "run", "--config", str(config), "--input", str(scene.path), "--events", str(events),
                "--state-dir", str(state), "--models-dir", str(self.models_dir), "--engine", engine,
                *[a for w in self.words for a in ("--wake-word", w)]]
@@ -249,7 +253,9 @@ class Bench:
         key = (who, scene)
         if key not in self.runs:
             print(f"  running {who} on {scene} ...", file=sys.stderr, flush=True)
-            if who.startswith("vox-"):
+            if who.startswith("listen-"):
+                self.runs[key] = self.voxkeep(self.scenes[scene], who[7:], listen_only=True)
+            elif who.startswith("vox-"):
                 self.runs[key] = self.voxkeep(self.scenes[scene], who[4:])
             else:
                 self.runs[key] = self.bare(self.scenes[scene], "openwakeword" if who == "bare" else "microwakeword")
@@ -281,6 +287,37 @@ def measure_cpu(bench: Bench) -> list[Row]:
         rows.append(Row("  ratio to bare openWakeWord", {who: f"{ratio[who]:.3f}x" for who in SIDES},
                         f"<= {limit:.2f}x (issue 15.4)", ratio[f"vox-{bench.default}"] <= limit))
     return rows
+
+
+def measure_listening(bench: Bench) -> list[Row]:
+    """What the daemon costs while it only listens, and its wake detection alone (in this process).
+
+    Every wake in the scenes above also pays for the second look and the command recogniser (about a
+    quarter of a CPU-second per wake here); the scenes hold a wake a minute (quiet day) and one every
+    12 s (continuous speech), far more than a household. These rows separate the two costs.
+    """
+    rows = []
+    for scene, label in (("quiet-day", "quiet day"), ("continuous-speech", "continuous speech")):
+        bare = cpu_per_hour(bench, "bare", scene)
+        listening = {f"vox-{e}": cpu_per_hour(bench, f"listen-{e}", scene) / bare for e in ENGINES}
+        rows.append(Row(f"  {label}, listening only (no wake)", {w: f"{r:.3f}x" for w, r in listening.items()},
+                        "information", True))
+        detection = {f"vox-{e}": detector_cpu_per_hour(bench, e, scene) / bare for e in ENGINES}
+        rows.append(Row(f"  {label}, WakeDetector alone", {w: f"{r:.3f}x" for w, r in detection.items()},
+                        "information", True))
+    return rows
+
+
+def detector_cpu_per_hour(bench: Bench, engine: str, scene: str) -> float:
+    """CPU seconds per audio hour of ``voxkeep.wake.WakeDetector`` (gate on) over the scene, in this process."""
+    from voxkeep.wake import WakeDetector
+
+    audio, _ = soundfile.read(str(bench.scenes[scene].path), dtype="int16")
+    detector = WakeDetector(WakeSettings(words=list(bench.words), engine=engine), bench.models_dir)
+    start = time.process_time()
+    for frame in audio[: len(audio) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES):
+        detector.process(frame)
+    return (time.process_time() - start) / (bench.scenes[scene].seconds / 3600)
 
 
 def measure_memory_and_startup(bench: Bench) -> list[Row]:
@@ -356,8 +393,8 @@ def measure_stalls(bench: Bench) -> list[Row]:
                 f"0 / 0 (issue 9.5); worst lag {r['worst_lag'] * 1000:.0f} ms", r["dropped"] == r["late"] == 0)]
 
 
-MEASUREMENTS: list[Callable[[Bench], list[Row]]] = [measure_cpu, measure_wakes, measure_memory_and_startup,
-                                                    measure_stalls]
+MEASUREMENTS: list[Callable[[Bench], list[Row]]] = [measure_cpu, measure_listening, measure_wakes,
+                                                    measure_memory_and_startup, measure_stalls]
 """Each returns printed rows."""
 
 

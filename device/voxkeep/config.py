@@ -96,9 +96,12 @@ class WakeSettings:
     """Ask the shipped per-word classifier (alexa, hey_jarvis, hey_mycroft, hey_marvin); no: "classifier_rejects"."""
     verify_classifier_thresholds: dict[str, float] = field(default_factory=dict)
     """Per-word override of the classifier's tuned threshold (0-1, higher rejects more), e.g. { alexa = 0.7 }."""
-    agree_threshold: float = 0.5
+    agree_micro_threshold: float = 0.7
+    """engine "both": microWakeWord score that proposes a wake for openWakeWord to confirm (below the models' own
+    cutoffs: the agreement removes the false ones; tuned on the TUNE split, docs/wake-engines.md)."""
+    agree_threshold: float = 0.05
     """engine "both": openWakeWord's score over the buffered audio must reach this to keep a microWakeWord wake."""
-    agree_frames: int = 8
+    agree_frames: int = 20
     """engine "both": how many of the last frames (80 ms each) of the buffered audio may show that score."""
 
 
@@ -371,6 +374,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "wake.verify_frames_after": (0, 25), "wake.verify_peak": (0.0, 1.0), "wake.verify_sure": (0.0, 1.0),
     "wake.verify_peaks.*": (0.0, 1.0), "wake.verify_rescore": (0.0, 1.0),
     "wake.verify_classifier_thresholds.*": (0.0, 1.0), "wake.agree_threshold": (0.0, 1.0), "wake.agree_frames": (1, 20),
+    "wake.agree_micro_threshold": (0.0, 1.0),
     "commands.max_seconds": (0.5, 30.0), "commands.silence_seconds": (0.08, 10.0),
     "commands.min_score": (-100.0, 0.0), "commands.delete_min_score": (-100.0, 0.0),
     "commands.filler_words": (0, 100_000), "commands.command_weight": (0.0, 50.0),
@@ -386,7 +390,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
 """The finite range (inclusive) of every number a config may hold; ``*`` is any key of a table or list."""
 OTHER_NUMBER_LIMIT = 1e9
 """Bound on a number without an entry above (a key added later): finite and at most this in size."""
-EXCLUSIVE = {"wake.threshold", "wake.thresholds.*", "wake.agree_threshold"}
+EXCLUSIVE = {"wake.threshold", "wake.thresholds.*", "wake.agree_threshold", "wake.agree_micro_threshold"}
 """Ranges whose ends are themselves refused (a wake threshold of 0 or 1 accepts or refuses everything)."""
 
 

@@ -121,7 +121,8 @@ def plan_words(settings: WakeSettings, models_dir: Path) -> list[WordPlan]:
         engine, agree = _pick(name, settings.engines.get(name, settings.engine), has_oww, has_mww)
         onnx = resolve_wake_word(spec, models_dir)[1] if engine == OPENWAKEWORD or agree else None
         micro, fix = (resolve_micro_word(spec, models_dir)[1:] if engine == MICROWAKEWORD else (None, ""))
-        default = micro.cutoff if micro is not None else settings.threshold
+        default = (settings.agree_micro_threshold if agree else micro.cutoff if micro is not None
+                   else settings.threshold)
         plans.append(WordPlan(name, spec, engine, settings.thresholds.get(name, default), onnx=onnx, micro=micro,
                               micro_fix=fix, agree=agree))
     names = [p.name for p in plans]
