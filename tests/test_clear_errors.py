@@ -57,7 +57,7 @@ def test_events_to_a_full_device_is_one_logged_line_and_the_run_goes_on(tmp_path
 
 @pytest.fixture
 def control(tmp_path: Path) -> Iterator[Path]:
-    server = ControlServer(tmp_path, lambda request: {"ok": True, "message": "", "echo": request})
+    server = ControlServer(tmp_path, lambda request, *_: {"ok": True, "message": "", "echo": request})
     server.start()
     yield server.path
     server.stop()

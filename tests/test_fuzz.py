@@ -254,7 +254,7 @@ def test_scenario_toml(scratch: Path, text: str) -> None:
 
 @pytest.fixture(scope="module")
 def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    server = ControlServer(tmp_path_factory.mktemp("ctl"), lambda request: {"ok": True, "message": "obeyed"})
+    server = ControlServer(tmp_path_factory.mktemp("ctl"), lambda request, *_: {"ok": True, "message": "obeyed"})
     server.start()
     yield server.path
     server.stop()
