@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import socket
@@ -21,54 +22,16 @@ import pytest
 from tests.helpers import scene, wait_until
 from voxkeep.app import build_app
 from voxkeep.audio import WavFileSource
-from voxkeep.config import load_settings
+from voxkeep.config import GpioSettings, load_settings
 from voxkeep.errors import ConfigError
 from voxkeep.events import Event
 from voxkeep.owner import generate_identity
 from voxkeep.privacy import STATE_FILE, PrivacyState
+from voxkeep.testing.fakes import FakeSpeaker
 from voxkeep.testing.homeassistant import REPLY_RATE, LoopbackHomeAssistant
 from voxkeep.vault import Vault
 
 REQUEST = "what will the weather be like tomorrow"
-
-
-class Speaker:
-    """A pyaudio stand-in with one output that refuses 22050 Hz (like many USB speakers): records what it plays."""
-
-    paInt16 = 8
-
-    def __init__(self) -> None:
-        self.written: list[tuple[int, bytes]] = []
-
-    def PyAudio(self) -> Speaker:
-        return self
-
-    def terminate(self) -> None:
-        pass
-
-    def get_device_count(self) -> int:
-        return 1
-
-    def get_device_info_by_index(self, i: int) -> dict[str, Any]:
-        return {"index": 0, "name": "USB Speaker", "maxInputChannels": 0, "maxOutputChannels": 2,
-                "defaultSampleRate": 48000.0}
-
-    def open(self, *, rate: int, **_: Any) -> Any:
-        if rate != 48000:
-            raise OSError(-9997, "Invalid sample rate")
-        speaker = self
-
-        class Stream:
-            def write(self, data: bytes) -> None:
-                speaker.written.append((rate, data))
-
-            def stop_stream(self) -> None:
-                pass
-
-            def close(self) -> None:
-                pass
-
-        return Stream()
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +63,9 @@ def grant(state_dir: Path, settings: Any, *, owner: bool = True) -> None:
 class Run:
     """The daemon on a WAV file with a loopback Home Assistant connected before the first frame is heard."""
 
-    def __init__(self, settings: Any, wav: Path, *, hold_for_reply: bool = False, **ha: Any) -> None:
-        self.speaker = Speaker()
+    def __init__(self, settings: Any, wav: Path, *, hold_for_reply: bool = False, pin_factory: Any = None,
+                 **ha: Any) -> None:
+        self.speaker = FakeSpeaker()
         self.events: list[Event] = []
         self.ha: LoopbackHomeAssistant | None = None
         self._ha_args = ha
@@ -109,7 +73,7 @@ class Run:
         self._end = _seconds(wav) - 0.3
         self._gated = False
         self.app = build_app(settings, source=WavFileSource(wav), control=False, pa_module=self.speaker,
-                             extra_observers=[self.events.append], on_frame=self._frame)
+                             extra_observers=[self.events.append], on_frame=self._frame, pin_factory=pin_factory)
         self.stats: Any = None
 
     def _frame(self, t: float) -> None:
@@ -117,7 +81,7 @@ class Run:
             self._gated = True
             sat = self.app.satellite
             self.ha = LoopbackHomeAssistant("127.0.0.1", sat.port, **self._ha_args).start()
-            assert wait_until(lambda: sat._active is not None and sat._active.running), "HA never ran the satellite"
+            assert wait_until(lambda: sat.connected), "HA never ran the satellite"
         if self._hold and t >= self._end and self.ha is not None:
             self.ha.wait_played(1, timeout=30)
             self._hold = False
@@ -144,10 +108,13 @@ def _seconds(wav: Path) -> float:
 
 
 def test_home_assistant_walks_describe_run_satellite_a_spoken_request_and_the_played_reply(
-        request_wav: Path, state_dir: Path, models_dir: Path) -> None:
-    settings = settings_for(state_dir, models_dir)
+        request_wav: Path, state_dir: Path, models_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    caplog.set_level(logging.INFO, logger="voxkeep.indicators")
+    settings = dataclasses.replace(settings_for(state_dir, models_dir), gpio=GpioSettings(rgb_pins=[5, 6, 13]))
     grant(state_dir, settings)
-    with Run(settings, request_wav, hold_for_reply=True) as run:
+    with Run(settings, request_wav, hold_for_reply=True, pin_factory=MockFactory(pin_class=MockPWMPin)) as run:
         ha = run.ha
     assert ha is not None
     # describe -> info with a satellite section, on the config flow's probe and on the satellite connection
@@ -162,6 +129,7 @@ def test_home_assistant_walks_describe_run_satellite_a_spoken_request_and_the_pl
     (pipeline,) = ha.pipelines
     assert (pipeline.wake_word, pipeline.start_stage, pipeline.end_stage) == ("alexa", "asr", "tts")
     assert pipeline.chunks > 10 and len(pipeline.audio) > 32000  # more than a second of the request
+    assert "LED: pulsing blue" in caplog.text and "sending audio" in caplog.text  # the forwarding pulse
     # what HA received is the utterance the vault kept, after the wake phrase
     (recorded,) = run.of_type("recorded")
     (forwarded,) = run.of_type("forwarded")
@@ -277,7 +245,7 @@ def test_one_home_assistant_at_a_time(state_dir: Path, models_dir: Path, caplog:
     with Daemonless(state_dir, models_dir) as d:
         first = LoopbackHomeAssistant("127.0.0.1", d.sat.port).start()
         try:
-            assert wait_until(lambda: d.sat._active is not None and d.sat._active.running)
+            assert wait_until(lambda: d.sat.connected)
             second = LoopbackHomeAssistant("127.0.0.1", d.sat.port, probe=False).start()
             try:
                 assert second.closed_by_peer.wait(5)
@@ -301,7 +269,7 @@ def test_a_silent_client_is_dropped_within_the_ping_timeout(state_dir: Path, mod
         while chunk := sock.recv(4096):  # a ping arrives; never answered, the connection is closed
             got += chunk
         assert b'"ping"' in got
-        assert wait_until(lambda: d.sat._active is None)
+        assert wait_until(lambda: not d.sat.connected)
     assert "no answer to a ping" in caplog.text
 
 
@@ -349,7 +317,7 @@ def test_pause_satellite_mutes_voice_cannot_undo_it_and_run_satellite_lifts_only
     with Daemonless(state_dir, models_dir) as d:
         ha = LoopbackHomeAssistant("127.0.0.1", d.sat.port).start()
         try:
-            assert wait_until(lambda: d.sat._active is not None and d.sat._active.running)
+            assert wait_until(lambda: d.sat.connected)
             ha.send(PauseSatellite().event())
             assert wait_until(lambda: d.privacy.muted)
             assert wait_until(lambda: PrivacyState(state_dir / STATE_FILE).muted)  # persisted: survives a restart
@@ -372,7 +340,7 @@ def test_timers_play_tones_and_pulse_the_rgb_led(state_dir: Path, models_dir: Pa
     from voxkeep.satellite import RING_TIMES, Satellite
     from voxkeep.tones import TonePlayer
 
-    speaker = Speaker()
+    speaker = FakeSpeaker()
     settings = settings_for(state_dir, models_dir)
     privacy = PrivacyState(state_dir / STATE_FILE)
     shown: list[bool] = []

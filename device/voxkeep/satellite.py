@@ -290,6 +290,12 @@ class Satellite:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10.0)
 
+    @property
+    def connected(self) -> bool:
+        """Whether a Home Assistant connection has sent run-satellite and not paused."""
+        active = self._active
+        return active is not None and active.running
+
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every utterance handed over was streamed and put on record, or dropped; False on timeout.
 

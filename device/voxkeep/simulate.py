@@ -586,6 +586,8 @@ class Outcome:
     received: int | None = None
     """Bytes the loopback receiver got (None when the scenario forwarded nowhere through it)."""
     wake_words: tuple[str, ...] = ()
+    satellite: str | None = None
+    """What the loopback Home Assistant got and played (None without the satellite)."""
 
     @property
     def ok(self) -> bool:
@@ -646,6 +648,9 @@ class Simulation:
         self._app: Any = None
         self._mqtt: _MqttCommander | None = None
         self.receiver: LoopbackReceiver | None = None
+        self.home_assistant: Any = None
+        """The loopback Home Assistant (voxkeep.testing.homeassistant), for scenarios with the satellite."""
+        self._speaker: Any = None
 
     def run(self) -> Outcome:
         """Build the daemon on virtual hardware, play the scenario through it and collect what happened."""
@@ -656,6 +661,8 @@ class Simulation:
             self.receiver = LoopbackReceiver()
             self.settings = dataclasses.replace(self.settings, forward=dataclasses.replace(
                 self.settings.forward, http_url=self.receiver.url))
+        if needs_satellite(self.scenario, self.settings):
+            self.settings, self._speaker = satellite_settings(self.settings)
         for cue in self._pending:  # missing wiring is a scenario error, found before anything runs
             step = cue.step
             if step.action in ("press", "switch"):
@@ -669,7 +676,11 @@ class Simulation:
             self.factory.pin(switch).grounded = True
         app = build_app(self.settings, source=WavFileSource(self.wav), events_out=self.events_out,
                         extra_observers=[self.collector], on_frame=self._on_frame, pin_factory=self.factory,
-                        control=False)
+                        control=False, pa_module=self._speaker)
+        if self._speaker is not None:
+            # The microphone is a file: it cannot hear the virtual speaker, and the echo guard (timed on the
+            # wall clock) would refuse wakes for seconds of wall time, minutes of this fast audio.
+            app.daemon.tone_guard = None
         self._app = app
         started = time.monotonic()
         try:
@@ -682,6 +693,8 @@ class Simulation:
                 self._mqtt.close()
             if self.receiver is not None:
                 self.receiver.close()
+            if self.home_assistant is not None:
+                self.home_assistant.close()
         wall = time.monotonic() - started
         self._flush(final=True)
         self.failures += [Failure(c.step, c.end, f"never judged: the input ended at {stats.audio_seconds:.2f} s")
@@ -690,11 +703,14 @@ class Simulation:
         return Outcome(self.scenario, list(self.collector.events), self.failures, self.leds, stats.audio_seconds,
                        wall, self.rendered.speech_seconds, _list_vault(self.settings), self.settings.state_path,
                        self.identity, self.wav, self.checks, said,
-                       None if self.receiver is None else self.receiver.received, tuple(self.settings.wake.words))
+                       None if self.receiver is None else self.receiver.received, tuple(self.settings.wake.words),
+                       self._satellite_line())
 
     # -- on the audio loop ----------------------------------------------------------------------
     def _on_frame(self, t: float) -> None:
         """Fire the steps due by audio time ``t`` and judge the expectations that have come due."""
+        if self._app.satellite is not None and self.home_assistant is None:
+            self._connect_home_assistant()
         self._flush()
         while self._pending and self._pending[0].start <= t + 1e-9:
             cue = self._pending[0]
@@ -726,7 +742,7 @@ class Simulation:
             else:
                 pin.drive_low()
         elif step.action == "owner":
-            reply = self._app.control({"action": step.value})
+            reply = self._app.control({"action": step.value}, time.monotonic() + 10.0)
             self._emit(Line(cue.start, "owner", f"voxkeep {_owner_command(step.value)}: {reply['message']}"))
         elif step.action == "consent":
             answer = self._consent(*step.value)
@@ -750,7 +766,35 @@ class Simulation:
     def _settle_forwarding(self) -> None:
         """Let transfers in flight finish before judging: the forwarder sends on its own threads."""
         self._app.forwarder.drain(self.settings.forward.retry_seconds)
+        if self.home_assistant is not None:  # streamed, answered by Home Assistant, its reply played
+            ha = self.home_assistant
+            self._app.satellite.drain(self.settings.forward.retry_seconds)
+            ha.wait_played(sum(1 for p in ha.pipelines if p.stopped and p.end_stage == "tts"), timeout=10)
         self._app.bus.drain()
+
+    def _connect_home_assistant(self) -> None:
+        """Before the first frame is heard: Home Assistant adds the speaker and runs the satellite."""
+        from .testing.homeassistant import LoopbackHomeAssistant, speech_reply
+
+        satellite = self._app.satellite
+        self.home_assistant = LoopbackHomeAssistant("127.0.0.1", satellite.port, reply_audio=speech_reply(
+            "Tomorrow will be sunny, with a high of twenty degrees.")).start()
+        ready = threading.Event()
+        for _ in range(200):
+            if satellite.connected:
+                break
+            ready.wait(0.05)
+        self._emit(Line(self._app.daemon.t, "HA", f"Home Assistant connected to the satellite on port "
+                                                   f"{satellite.port} (describe, run-satellite)"))
+
+    def _satellite_line(self) -> str | None:
+        ha = self.home_assistant
+        if ha is None:
+            return None
+        replies = sum(1 for p in ha.pipelines if p.stopped)
+        return (f"(the loopback Home Assistant received {ha.audio_bytes} bytes of audio in "
+                f"{_count(len(ha.pipelines), 'request')}, answered {replies} and heard its reply played "
+                f"{_times(ha.played)}, {self._speaker.seconds_played:.1f} s on the virtual speaker)")
 
     def _pin(self, key: str, step: Step) -> int:
         pin = getattr(self.settings.gpio, key)
@@ -787,7 +831,12 @@ class Simulation:
             actual["recordings"] = self._app.vault.count()
         if expect.forwarded_bytes is not None:
             actual["forwarded_bytes"] = forwarded_bytes(self.collector.since(0))
-            if self.receiver is not None and self.receiver.received != actual["forwarded_bytes"]:
+            streamed = sum(int(e["size"]) for e in self.collector.since(0)
+                           if e["type"] == "forwarded" and e["sink"] == "satellite")
+            if self.home_assistant is not None and self.home_assistant.audio_bytes != streamed:
+                problems.append(f"the daemon reported {streamed} bytes sent to Home Assistant, but it got "
+                                f"{self.home_assistant.audio_bytes}")
+            if self.receiver is not None and self.receiver.received != actual["forwarded_bytes"] - streamed:
                 problems.append(f"the daemon reported {actual['forwarded_bytes']} bytes forwarded, but the "
                                 f"receiver got {self.receiver.received}")
         for key, value in actual.items():
@@ -870,7 +919,12 @@ def describe_event(e: dict[str, Any]) -> tuple[str, str] | None:
         mic = "microphone open" if e["mic_open"] else "microphone closed"
         return "state", f"{e['mode'].replace('_', ' ')}, {mic} ({e['cause']})"
     if kind == "forwarded":
-        return "sent", f"{e['size']} bytes to {e['sink']} (consented)"
+        where = "Home Assistant (the satellite)" if e["sink"] == "satellite" else e["sink"]
+        return "sent", f"{e['size']} bytes to {where} (consented)"
+    if kind == "transcript":
+        who = "Home Assistant" if e["sink"] == "satellite" else e["sink"]
+        return "heard", f"{who} understood: \"{e['text']}\"" + (" (its spoken reply is played)" if
+                                                                  e["sink"] == "satellite" else "")
     if kind == "notice":
         return "notice", e["message"]
     return None
@@ -1030,6 +1084,8 @@ def summary(o: Outcome, *, workdir: Path) -> str:
     did.append(f"sent {sent} bytes off the device" if sent else "sent nothing off the device")
     if o.received is not None:
         did.append(f"(the stand-in home server received {o.received} bytes)")
+    if o.satellite is not None:
+        did.append(o.satellite)
     lines = ["", "What happened",
              f"  said:     {len(o.said)} line(s), {o.speech_seconds:.0f} s of speech in {o.audio_seconds:.0f} s of "
              f"audio (simulated in {o.wall_seconds:.1f} s, {speed:.0f}x real time)",
@@ -1063,6 +1119,22 @@ def _count(n: int, noun: str, plural: str = "") -> str:
 
 def _times(n: int) -> str:
     return {0: "never", 1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
+def needs_satellite(scenario: Scenario, settings: Any) -> bool:
+    """Whether the scenario uses the Home Assistant satellite (sets its uri or consents to it)."""
+    return bool(settings.satellite.uri) or any(s.action == "consent" and s.value[1] == "satellite"
+                                               for s in scenario.steps)
+
+
+def satellite_settings(settings: Any) -> tuple[Any, Any]:
+    """The satellite on loopback for the loopback Home Assistant, and a virtual speaker for its replies."""
+    from .testing.fakes import FakeSpeaker
+
+    speaker = FakeSpeaker(name=settings.audio.output_device or "virtual speaker")
+    sat = dataclasses.replace(settings.satellite, uri="tcp://127.0.0.1:0", allow=["127.0.0.1"])
+    audio = dataclasses.replace(settings.audio, output_device=settings.audio.output_device or speaker.name)
+    return dataclasses.replace(settings, satellite=sat, audio=audio), speaker
 
 
 def needs_loopback(scenario: Scenario, settings: Any) -> bool:

@@ -122,3 +122,57 @@ class FakePyAudio:
     @property
     def seconds_delivered(self) -> float:
         return self._pos
+
+
+class FakeSpeaker:
+    """A pyaudio stand-in with one output device that accepts only ``rates``; records what it is given.
+
+    For the tone player and Home Assistant's spoken replies in tests and simulations: ``seconds_played``
+    says how much was played, ``written`` holds (rate, bytes) per write.
+    """
+
+    paInt16 = 8
+
+    def __init__(self, name: str = "USB Speaker", rates: tuple[int, ...] = (48000,)) -> None:
+        self.name = name
+        self.rates = rates
+        self.written: list[tuple[int, bytes]] = []
+        self._lock = threading.Lock()
+
+    def PyAudio(self) -> FakeSpeaker:
+        return self
+
+    def terminate(self) -> None:
+        pass
+
+    def get_device_count(self) -> int:
+        return 1
+
+    def get_device_info_by_index(self, i: int) -> dict[str, Any]:
+        return {"index": 0, "name": self.name, "maxInputChannels": 0, "maxOutputChannels": 2,
+                "defaultSampleRate": float(self.rates[0])}
+
+    def open(self, *, rate: int, **_: Any) -> _SpeakerStream:
+        if rate not in self.rates:
+            raise OSError(-9997, "Invalid sample rate")
+        return _SpeakerStream(self, rate)
+
+    @property
+    def seconds_played(self) -> float:
+        with self._lock:
+            return sum(len(data) / 2 / rate for rate, data in self.written)
+
+
+class _SpeakerStream:
+    def __init__(self, speaker: FakeSpeaker, rate: int) -> None:
+        self._speaker, self._rate = speaker, rate
+
+    def write(self, data: bytes) -> None:
+        with self._speaker._lock:
+            self._speaker.written.append((self._rate, data))
+
+    def stop_stream(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
