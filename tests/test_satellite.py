@@ -14,6 +14,8 @@ import dataclasses
 import json
 import logging
 import socket
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from voxkeep.audio import WavFileSource
 from voxkeep.config import GpioSettings, load_settings
 from voxkeep.errors import ConfigError
 from voxkeep.events import Event
+from voxkeep.export import export_bundle
 from voxkeep.owner import generate_identity
 from voxkeep.privacy import STATE_FILE, PrivacyState
 from voxkeep.testing.fakes import FakeSpeaker
@@ -108,7 +111,8 @@ def _seconds(wav: Path) -> float:
 
 
 def test_home_assistant_walks_describe_run_satellite_a_spoken_request_and_the_played_reply(
-        request_wav: Path, state_dir: Path, models_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+        request_wav: Path, state_dir: Path, models_dir: Path, caplog: pytest.LogCaptureFixture,
+        tmp_path: Path) -> None:
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
     caplog.set_level(logging.INFO, logger="voxkeep.indicators")
@@ -148,6 +152,11 @@ def test_home_assistant_walks_describe_run_satellite_a_spoken_request_and_the_pl
         entries = [json.loads(line) for line in (vault.dir / "audit.jsonl").read_text().splitlines()]
     assert any(e.get("kind") == "forwarded" and e.get("sink") == "satellite" and e.get("size") == len(pipeline.audio)
                for e in entries), entries[-5:]
+    with Vault(state_dir, settings.vault) as vault:
+        export_bundle(vault, tmp_path / "export.zip", state_dir)
+    with zipfile.ZipFile(tmp_path / "export.zip") as bundle:
+        manifest = json.loads(bundle.read("manifest.json"))
+    assert {"sink": "satellite", "transfers": 1, "bytes": len(pipeline.audio)} in manifest["forward_destinations"]
 
 
 def test_without_an_owner_key_the_request_still_goes_and_is_audited(request_wav: Path, state_dir: Path,
@@ -405,3 +414,20 @@ def test_bounded_reader_refuses_lengths_beyond_its_bounds() -> None:
     event = asyncio.run(read(b'{"type": "audio-chunk", "data_length": 2, "payload_length": 4}\n{}abcd'))
     assert event.type == "audio-chunk" and event.payload == b"abcd"
     assert asyncio.run(read(b'{"type": "ping"')) is None  # closed mid-line: the end, not an error
+
+
+def test_zeroconf_announces_the_wyoming_service_and_says_what_to_install_without_it(
+        state_dir: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from voxkeep.satellite import service_info
+
+    info = service_info("voxkeep kitchen", "192.168.1.20", 10700)
+    assert (info.type, info.name, info.port) == ("_wyoming._tcp.local.", "voxkeep-kitchen._wyoming._tcp.local.",
+                                                 10700)
+    assert info.parsed_addresses() == ["192.168.1.20"]
+    monkeypatch.setitem(sys.modules, "zeroconf.asyncio", None)  # as if python-zeroconf were not installed
+    d = Daemonless(state_dir, models_dir, zeroconf=True)
+    try:
+        with pytest.raises(ConfigError, match="needs the python-zeroconf package: install it with 'pip install"):
+            d.sat.start()
+    finally:
+        d.vault.close()

@@ -225,7 +225,8 @@ class SatelliteSettings:
     is refused and logged. Required when uri is set."""
     zeroconf: bool = False
     """Announce the satellite on the local network (mDNS _wyoming._tcp) so Home Assistant discovers it; needs
-    the python-zeroconf package (pip install zeroconf). Off: add it by host and port instead."""
+    the python-zeroconf package (pip install zeroconf). Off by default: it tells every device on the network that
+    a voice satellite is here; add it in Home Assistant by host and port instead."""
     max_reply_seconds: float = 60.0
     """Longest spoken reply from Home Assistant that is played; the rest is cut off (the reply waits in memory)."""
 

@@ -85,6 +85,38 @@ RING_TIMES = 3
 """How many times the finished-timer chime plays."""
 
 
+def service_info(name: str, address: str, port: int) -> Any:
+    """The mDNS record Home Assistant's zeroconf discovery looks for: ``_wyoming._tcp`` at ``address:port``."""
+    from zeroconf.asyncio import AsyncServiceInfo
+
+    label = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:60] or "voxkeep"
+    packed = socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
+    return AsyncServiceInfo("_wyoming._tcp.local.", f"{label}._wyoming._tcp.local.", addresses=[packed], port=port)
+
+
+async def announce(name: str, host: str, port: int) -> Any:
+    """Announce the satellite on the local network; returns the AsyncZeroconf to close at shutdown.
+
+    The address announced is the one the satellite listens on, or for 0.0.0.0 the address of the interface
+    that carries the default route (a UDP socket "connected" to the mDNS group sends nothing).
+    """
+    try:
+        from zeroconf.asyncio import AsyncZeroconf
+    except ImportError:
+        raise ConfigError("satellite.zeroconf needs the python-zeroconf package: install it with "
+                          "'pip install zeroconf' (in voxkeep's virtual environment), or set satellite.zeroconf = "
+                          "false and add the speaker in Home Assistant by host and port") from None
+    address = host
+    if host in ("0.0.0.0", "::", ""):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("224.0.0.251", 5353))
+            address = probe.getsockname()[0]
+    zc = AsyncZeroconf()
+    await zc.async_register_service(service_info(name, address, port))
+    log.info("satellite: announced as %s on %s:%d (mDNS _wyoming._tcp)", name, address, port)
+    return zc
+
+
 class ProtocolError(Exception):
     """The peer broke the framing or a bound; the connection is closed."""
 
@@ -231,6 +263,7 @@ class Satellite:
         self._on_timer = on_timer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._zeroconf: Any = None
         self._thread: threading.Thread | None = None
         self._requests: asyncio.Queue[tuple[Utterance, _Receipt]] | None = None
         self._connections: set[_Connection] = set()
@@ -260,9 +293,10 @@ class Satellite:
             self._loop = loop
             try:
                 loop.run_until_complete(self._bind())
-            except OSError as exc:
+            except (OSError, ConfigError) as exc:
                 problem.append(exc)
                 bound.set()
+                loop.run_until_complete(self._shutdown())
                 loop.close()
                 return
             bound.set()
@@ -277,8 +311,11 @@ class Satellite:
         bound.wait()
         if problem:
             self._thread.join()
+            if isinstance(problem[0], ConfigError):
+                raise problem[0]
+            error = problem[0]
             raise ConfigError(f"the Home Assistant satellite cannot listen on {self._settings.uri} "
-                              f"({problem[0].strerror or problem[0]}); free the port or change satellite.uri")
+                              f"({getattr(error, 'strerror', None) or error}); free the port or change satellite.uri")
         log.info("satellite: waiting for Home Assistant on %s:%d (allowed: %s)", self._host, self.port,
                  ", ".join(self._settings.allow))
 
@@ -315,8 +352,13 @@ class Satellite:
         self.port = self._server.sockets[0].getsockname()[1]
         self._spawn(self._streamer())
         self._spawn(self._watchdog())
+        if self._settings.zeroconf:
+            self._zeroconf = await announce(self._name, self._host, self.port)
 
     async def _shutdown(self) -> None:
+        if self._zeroconf is not None:
+            with contextlib.suppress(Exception):
+                await self._zeroconf.async_close()  # unregisters the service first
         if self._server is not None:
             self._server.close()
         for conn in list(self._connections):
@@ -337,7 +379,11 @@ class Satellite:
 
         Returns the callable the worker tells the recording id (or None), or None when nothing will be sent.
         """
-        why = self._why_not(u.store_allowed)
+        try:
+            why = self._why_not(u.store_allowed)
+        except Exception as exc:  # a vault that cannot be read: nothing is sent, and the utterance is still kept
+            log.error("satellite: nothing sent, consent could not be checked (%s)", exc)
+            return None
         loop = self._loop
         if why is not None or loop is None:
             log.debug("satellite: nothing sent (%s)", why or "not running")
@@ -405,7 +451,10 @@ class Satellite:
                                         wake_word_name=u.wake_word).event())
             for event in audio_events(audio):
                 if AudioChunk.is_type(event.type):
-                    why = self._why_not()
+                    try:
+                        why = self._why_not()
+                    except Exception as exc:
+                        why = f"consent could not be checked ({exc})"
                     if why is not None or conn is not self._active:
                         stopped = why or "Home Assistant went away"
                         break
