@@ -15,6 +15,7 @@ from broker import (  # noqa: F401 (fixtures are used by name)
     Listener,
     broker_fixture,
     listener_fixture,
+    own_broker_fixture,
     pki_fixture,
 )
 from voxkeep.app import build_app
@@ -73,3 +74,43 @@ def test_home_assistant_sees_the_speaker_and_can_mute_it(broker: Broker, listene
         app.daemon.stop.set()
         thread.join(15)
     assert listener.wait_for(f"{base}/availability", lambda p: p == b"offline")
+
+
+def test_a_stopped_then_killed_broker_never_holds_up_a_mute(own_broker: Broker, state_dir: Path,
+                                                             tmp_path: Path) -> None:
+    """Broker SIGSTOPped (a hung host), then SIGKILLed and restarted: the owner's mute works throughout,
+    and the broker learns the truth once it is back."""
+    import signal
+
+    from tests.helpers import run_cli, running_daemon, wait_until
+
+    password = tmp_path / "mqtt-password"
+    password.write_text(USERS["voxkeep"])
+    device = f"hall-{uuid.uuid4().hex[:6]}"
+    mqtt = {"host": "127.0.0.1", "port": own_broker.port, "username": "voxkeep", "password_file": str(password),
+            "device_id": device, "reconnect_min_seconds": 0.1, "reconnect_max_seconds": 0.5}
+    sd = ["--state-dir", str(state_dir)]
+    with running_daemon(state_dir, settings={"mqtt": mqtt}) as (app, mic):
+        listener = Listener(own_broker)
+        try:
+            listener.wait_json(f"voxkeep/{device}/state", lambda s: s["mic_open"])
+            assert own_broker.process is not None
+            own_broker.process.send_signal(signal.SIGSTOP)
+            try:
+                assert run_cli("mute", *sd).stdout.strip() == b"now muted"
+                assert wait_until(lambda: mic.open_streams == [])
+            finally:
+                own_broker.process.send_signal(signal.SIGCONT)
+            assert listener.wait_json(f"voxkeep/{device}/state", lambda s: s["mode"] == "muted")
+        finally:
+            listener.close()
+        own_broker.kill()
+        assert run_cli("recording", "off", *sd).returncode == 0
+        own_broker.start()
+        after = Listener(own_broker)
+        try:
+            state = after.wait_json(f"voxkeep/{device}/state", lambda s: not s["recording_enabled"], timeout=20)
+            assert state["mode"] == "muted" and state["mic_open"] is False
+        finally:
+            after.close()
+    assert app.privacy.muted
