@@ -100,10 +100,11 @@ def main() -> int:
     if not rows:
         print("nothing streamed: no figure", file=sys.stderr)
         return 1
+    print("(the rest is wall time minus audio time: negative where the loop ran behind the microphone)")
     for total, endpoint, rest in rows:
         print(f"  wake -> first chunk {total:.2f} s (end of speech {endpoint:.2f} s, the rest {rest:.2f} s)")
     for name, k in (("wake -> first audio-chunk", 0), ("  of it: waiting for the end of speech", 1),
-                    ("  of it: judging on the device, storing, handing over", 2)):
+                    ("  the rest: command recognition, handing over", 2)):
         values = [r[k] for r in rows]
         print(f"{name:<56} median {statistics.median(values):.2f} s, min {min(values):.2f}, max {max(values):.2f}")
     return 0

@@ -462,15 +462,19 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"'forward.http_url' {fwd.http_url!r} is not an http:// or https:// URL with a "
                               "host; fix it, e.g. https://homeserver.lan:8443/voice")
     if fwd.wyoming_uri:
-        parts = urlsplit(fwd.wyoming_uri)
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        if parts.scheme != "tcp" or not parts.hostname or port is None:
-            raise ConfigError(f"'forward.wyoming_uri' {fwd.wyoming_uri!r} must be tcp://host:port, "
-                              "e.g. tcp://homeassistant.lan:10300")
+        _check_tcp_uri("forward.wyoming_uri", fwd.wyoming_uri, "tcp://host:port, e.g. tcp://homeassistant.lan:10300")
     _check_satellite(s.satellite)
+
+
+def _check_tcp_uri(key: str, uri: str, form: str) -> None:
+    """A Wyoming tcp://host:port URI, or a ConfigError saying which ``form`` it must take."""
+    parts = urlsplit(uri)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "tcp" or not parts.hostname or port is None:
+        raise ConfigError(f"'{key}' {uri!r} must be {form}")
 
 
 def _check_satellite(sat: SatelliteSettings) -> None:
@@ -478,13 +482,7 @@ def _check_satellite(sat: SatelliteSettings) -> None:
 
     if not sat.uri:
         return
-    parts = urlsplit(sat.uri)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme != "tcp" or not parts.hostname or port is None:
-        raise ConfigError(f"'satellite.uri' {sat.uri!r} must be tcp://address:port, e.g. tcp://0.0.0.0:10700")
+    _check_tcp_uri("satellite.uri", sat.uri, "tcp://address:port, e.g. tcp://0.0.0.0:10700")
     if not sat.allow:
         raise ConfigError("'satellite.uri' is set but 'satellite.allow' is empty; list your Home Assistant's "
                           "address, e.g. allow = [\"192.168.1.10\"], so no other machine can connect")
