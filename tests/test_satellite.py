@@ -31,7 +31,7 @@ from voxkeep.export import export_bundle
 from voxkeep.owner import generate_identity
 from voxkeep.privacy import STATE_FILE, PrivacyState
 from voxkeep.testing.fakes import FakeSpeaker
-from voxkeep.testing.homeassistant import REPLY_RATE, LoopbackHomeAssistant
+from voxkeep.testing.homeassistant import REPLY_RATE, LoopbackHomeAssistant, speech_reply
 from voxkeep.vault import Vault
 
 REQUEST = "what will the weather be like tomorrow"
@@ -118,7 +118,8 @@ def test_home_assistant_walks_describe_run_satellite_a_spoken_request_and_the_pl
     caplog.set_level(logging.INFO, logger="voxkeep.indicators")
     settings = dataclasses.replace(settings_for(state_dir, models_dir), gpio=GpioSettings(rgb_pins=[5, 6, 13]))
     grant(state_dir, settings)
-    with Run(settings, request_wav, hold_for_reply=True, pin_factory=MockFactory(pin_class=MockPWMPin)) as run:
+    with Run(settings, request_wav, hold_for_reply=True, pin_factory=MockFactory(pin_class=MockPWMPin),
+             reply_audio=speech_reply("Tomorrow will be sunny, with a high of twenty degrees.")) as run:
         ha = run.ha
     assert ha is not None
     # describe -> info with a satellite section, on the config flow's probe and on the satellite connection
@@ -287,6 +288,8 @@ def test_a_silent_client_is_dropped_within_the_ping_timeout(state_dir: Path, mod
     (b'{"type": "audio-chunk", "payload_length": 100000000}\n', "payload_length of 100000000 bytes"),
     (b'{"data": {}}\n', "without a type"),
     (b"x" * 40000, "longer than"),
+    (b"[" * 10000 + b"\n", "not JSON"),  # nested past the JSON parser's recursion limit
+    (b'{"type": "info", "data_length": -1}\n', "data_length of -1"),
 ])
 def test_malformed_or_oversized_events_get_a_log_line_and_the_daemon_goes_on(
         garbage: bytes, logged: str, state_dir: Path, models_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -387,6 +390,15 @@ def test_timers_play_tones_and_pulse_the_rgb_led(state_dir: Path, models_dir: Pa
 def test_a_bad_satellite_config_is_one_line_naming_the_fix(satellite: dict[str, Any], problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         load_settings(None, {"satellite": satellite})
+
+
+def test_satellite_uri_on_the_command_line_needs_an_allow_list(tmp_path: Path, state_dir: Path) -> None:
+    from tests.helpers import one_error_line, run_cli
+
+    proc = run_cli("run", "--satellite-uri", "tcp://0.0.0.0:10700", "--input", str(tmp_path / "none.wav"),
+                   "--state-dir", str(state_dir))
+    assert proc.returncode == 1
+    assert "'satellite.allow' is empty; list your Home Assistant's address" in one_error_line(proc.stderr)
 
 
 def test_a_port_in_use_is_one_error_line(state_dir: Path, models_dir: Path) -> None:

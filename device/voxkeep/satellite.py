@@ -147,7 +147,7 @@ async def read_event(reader: asyncio.StreamReader) -> Any:
         return None  # closed (possibly mid-line)
     try:
         header = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ProtocolError("an event header that is not JSON") from None
     if not isinstance(header, dict) or not isinstance(header.get("type"), str) or not header["type"]:
         raise ProtocolError("an event header without a type")
@@ -160,7 +160,7 @@ async def read_event(reader: asyncio.StreamReader) -> Any:
         if data_length:
             try:
                 extra = json.loads(await reader.readexactly(data_length))
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise ProtocolError("event data that is not JSON") from None
             if not isinstance(extra, dict):
                 raise ProtocolError("event data that is not a JSON object")
@@ -169,6 +169,11 @@ async def read_event(reader: asyncio.StreamReader) -> Any:
     except asyncio.IncompleteReadError:
         return None
     return WyomingEvent(type=header["type"], data=data, payload=payload)
+
+
+def printable(text: object, limit: int) -> str:
+    """A peer's string made safe for one log line or event: control characters replaced, length bounded."""
+    return "".join(c if c.isprintable() else "?" for c in str(text)[:limit])
 
 
 def pcm16_mono(audio: bytes, width: int, channels: int) -> np.ndarray:
@@ -363,9 +368,10 @@ class Satellite:
             self._server.close()
         for conn in list(self._connections):
             conn.close()
-        for task in list(self._tasks):
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]  # connections too
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -534,11 +540,13 @@ class Satellite:
                 try:
                     if not await self._handle(conn, event):
                         break
-                except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    log.warning("satellite: ignored a malformed '%s' event from %s (%s: %s)", event.type[:40], peer,
-                                type(exc).__name__, exc)
+                except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+                    log.warning("satellite: ignored a malformed '%s' event from %s (%s: %s)",
+                                printable(event.type, 40), peer, type(exc).__name__, printable(exc, 200))
         except (ConnectionError, OSError) as exc:
             log.info("satellite: the connection from %s failed (%s)", peer, exc)
+        except Exception:  # a bug must end only this connection, never the satellite or the daemon
+            log.exception("satellite: the connection from %s ended on an unexpected error", peer)
         finally:
             self._connections.discard(conn)
             if self._active is conn:
@@ -589,11 +597,11 @@ class Satellite:
         elif PauseSatellite.is_type(kind):
             self._pause(conn)
         elif WyomingTranscript.is_type(kind):
-            text = str(WyomingTranscript.from_event(event).text)[:1000]
+            text = printable(WyomingTranscript.from_event(event).text, 1000)
             self._publish(Transcript(t=self._privacy.clock(), sink=SINK, text=text))
         elif Error.is_type(kind):
             error = Error.from_event(event)
-            message = f"Home Assistant: {str(error.text)[:200]}"
+            message = f"Home Assistant: {printable(error.text, 200)}"
             log.warning("satellite: %s", message)
             self._publish(Notice(t=self._privacy.clock(), level="warning", message=message))
         elif AudioStart.is_type(kind):
@@ -609,7 +617,7 @@ class Satellite:
         elif kind.startswith("timer-"):
             self._timer(kind, event.data)
         else:  # synthesize, transcribe, voice-started/stopped, ...: nothing to do on the device
-            log.debug("satellite: %s from Home Assistant", kind[:40])
+            log.debug("satellite: %s from Home Assistant", printable(kind, 40))
         return True
 
     def _run_satellite(self, conn: _Connection) -> bool:
@@ -695,7 +703,7 @@ class Satellite:
             assert self._loop is not None
             self._loop.call_later(RING_SECONDS + 0.1, self._show_timers)
         else:
-            log.debug("satellite: %s from Home Assistant", kind[:40])
+            log.debug("satellite: %s from Home Assistant", printable(kind, 40))
             return
         self._show_timers()
 
