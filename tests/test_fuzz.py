@@ -422,7 +422,7 @@ def test_audit_log_and_head(edits: list[tuple[str, Any, Any]]) -> None:
             elif kind == "swap" and lines:
                 i, j = a % len(lines), b % len(lines)
                 lines[i], lines[j] = lines[j], lines[i]
-            elif kind == "flip" and lines:
+            elif kind == "flip" and b"".join(lines):
                 raw = bytearray(b"".join(lines))
                 raw[a % len(raw)] = b
                 lines = bytes(raw).splitlines(keepends=True)
