@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     columns = ["bare oww", "oww+classifier", *(f"mww@{m or 'cut'}" for m in MICRO_POINTS),
                *(f"both {m or 'cut'}/{a}" for m in MICRO_POINTS for a in AGREE_POINTS)]
     tallies = {(c, w): Tally() for c in columns for w in words}
+    lags: dict[str, list[float]] = {"cut": [], "0.7": []}
+    """microWakeWord's first crossing minus bare openWakeWord's, per phrase both woke on (issue 15.5)."""
     hours = 0.0
     for path in sorted((corpus.cache_dir() / "streams" / args.split).glob("*.npy")):
         name = path.stem
@@ -125,6 +127,16 @@ def main(argv: list[str] | None = None) -> int:
                         t.add(axis, hit)
         if s.meta["kind"] == "real":
             hours += len(s.audio) / SAMPLE_RATE / 3600
+        elif s.meta["word"] in COMMON:
+            word = s.meta["word"]
+            oww, mww = s.scores[:, WORDS.index(word)], micro[:, words.index(word)]
+            for lo, hi in windows(s.meta["spans"]):
+                first = lo // FRAME_SAMPLES
+                crossed = np.nonzero(oww[first:hi // FRAME_SAMPLES] >= 0.5)[0]
+                for label, threshold in (("cut", cutoffs[word]), ("0.7", 0.7)):
+                    micro_crossed = np.nonzero(mww[first:hi // FRAME_SAMPLES] >= threshold)[0]
+                    if len(crossed) and len(micro_crossed):
+                        lags[label].append((micro_crossed[0] - crossed[0]) * FRAME_SAMPLES / SAMPLE_RATE)
 
     def show(cols: list[str], ws: tuple[str, ...], title: str) -> None:
         print(f"\n## {title} ({args.split} split, {hours:.2f} h of real speech)\n")
@@ -140,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
               + " | ".join(f"{sum(tallies[(c, w)].false for w in ws) / max(hours, 1e-9):.2f}" for c in cols) + " |")
 
     show(columns, COMMON, "alexa + hey_jarvis + hey_mycroft")
+    print()
+    for label, values in lags.items():
+        v = np.array(values)
+        print(f"microWakeWord at {label} crosses after bare openWakeWord (0.5) by: mean {v.mean():+.3f} s, median "
+              f"{np.median(v):+.3f} s, p90 {np.percentile(v, 90):+.3f} s, worst {v.max():+.3f} s; within 160 ms: "
+              f"{np.mean(v <= 0.16 + 1e-9):.0%} of {len(v)} phrases both woke on")
     if any(tallies[(c, "okay_nabu")].recall for c in columns):
         show([c for c in columns if c.startswith("mww@")], ("okay_nabu",), "okay_nabu (microWakeWord only)")
         show(["bare oww", "oww+classifier", "mww@cut"], ("hey_jarvis",), "hey_jarvis, for comparison")

@@ -292,3 +292,12 @@ def test_micro_engine_matches_pymicro_wakeword_and_its_gate_keeps_the_wakes(mode
 
     assert onsets(gated_scores) == onsets(reference) != []
     assert 0.2 < (~open_).mean() < 0.6 and gated.frames_scored == open_.sum()
+
+
+def test_an_unknown_engine_in_the_config_is_one_line_naming_the_choices(tmp_path: Path, models_dir: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[wake]\nengine = "porcupine"\n')
+    proc = run_cli("run", "--config", str(config), "--input", "-", "--models-dir", str(models_dir),
+                   "--state-dir", str(tmp_path / "s"), stdin=b"")
+    line = one_error_line(proc.stderr)
+    assert proc.returncode != 0 and "wake.engine" in line and "openwakeword, microwakeword, both" in line
