@@ -423,6 +423,8 @@ def test_a_run_under_systemd_reports_ready_and_pings_while_frames_flow(notify_so
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert got.count("READY=1") == 1 and got.index("READY=1") < got.index("WATCHDOG=1")
     assert got.count("WATCHDOG=1") >= 10, got  # 3 s of frames, a ping at most every 50 ms
+    statuses = [m for m in got if m.startswith("STATUS=")]  # what `systemctl status` shows
+    assert statuses and statuses[-1].startswith("STATUS=muted" if muted else "STATUS=listening"), statuses
     assert "STOPPING=1" in got
 
 
@@ -439,3 +441,76 @@ def test_ready_is_sent_when_the_watchdog_is_switched_off(notify_socket, tmp_path
                                "--models-dir", str(models_dir), env={"NOTIFY_SOCKET": os.environ["NOTIFY_SOCKET"]})
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert "READY=1" in got and "WATCHDOG=1" not in got
+
+
+IMAGE = HW / "image"
+
+
+def test_image_partitions_are_what_the_pi_firmware_boots(tmp_path):
+    """hw/image/layout.sh on a tiny root: an MBR label, FAT32 first (firmware, config.txt) at an aligned
+    start, ext4 root second, the labels fstab and cmdline.txt use, and the boot files only on the FAT side."""
+    for name, package in (("mkfs.vfat", "dosfstools"), ("mcopy", "mtools"), ("sfdisk", "fdisk"),
+                          ("mke2fs", "e2fsprogs"), ("debugfs", "e2fsprogs"), ("blkid", "util-linux")):
+        tool(name, package)
+    root = tmp_path / "rootfs"
+    (root / "boot/firmware/overlays").mkdir(parents=True)
+    (root / "boot/firmware/config.txt").write_text("arm_64bit=1\n")
+    (root / "boot/firmware/overlays/x.dtbo").write_bytes(b"\xd0\x0d")
+    (root / "etc").mkdir()
+    (root / "etc/hostname").write_text("voxkeep\n")
+    image = tmp_path / "card.img"
+    built = subprocess.run(["bash", "-c", f'set -e; . "{IMAGE}/layout.sh"; make_image "$1" "$2"', "_", root, image],
+                           capture_output=True, text=True)
+    assert built.returncode == 0 and not built.stderr, built.stderr
+    table = json_of(["sfdisk", "--json", str(image)])["partitiontable"]
+    boot, rootpart = table["partitions"]
+    assert table["label"] == "dos"  # the Pi 3 boot ROM reads MBR only
+    assert boot["type"] == "c" and boot["start"] % 8192 == 0  # FAT32 (LBA), 4 MiB aligned
+    assert rootpart["type"] == "83" and rootpart["start"] == boot["start"] + boot["size"]
+    sector = 512
+    fat = f"{image}@@{boot['start'] * sector}"
+    listing = subprocess.run(["mdir", "-b", "-i", fat, "::/"], capture_output=True, text=True).stdout
+    assert "::/config.txt" in listing and "::/overlays/" in listing
+    offset = rootpart["start"] * sector
+    probe = subprocess.run(["blkid", "-p", "-O", str(boot["start"] * sector), "-o", "export", str(image)],
+                           capture_output=True, text=True).stdout
+    assert "TYPE=vfat" in probe and "LABEL=bootfs" in probe and "VERSION=FAT32" in probe
+    probe = subprocess.run(["blkid", "-p", "-O", str(offset), "-o", "export", str(image)],
+                           capture_output=True, text=True).stdout
+    assert "TYPE=ext4" in probe and "LABEL=rootfs" in probe
+    debugfs = subprocess.run(["debugfs", "-R", "ls -p /boot/firmware", f"{image}?offset={offset}"],
+                             capture_output=True, text=True).stdout
+    assert "config.txt" not in debugfs  # hidden under the FAT mount otherwise, and stale after upgrades
+    assert (root / "boot/firmware/config.txt").is_file()  # the tree itself is left as it was
+    layout = (IMAGE / "layout.sh").read_text()
+    fstab = (IMAGE / "customize.sh").read_text()
+    assert "BOOT_LABEL=bootfs" in layout and "LABEL=$BOOT_LABEL  /boot/firmware  vfat" in fstab
+
+
+def json_of(cmd: list[str]) -> dict:
+    import json
+
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def test_image_recipe_refuses_bad_use_with_one_clear_line():
+    bad_arch = run(IMAGE / "build.sh", "--arch", "riscv64")
+    assert bad_arch.returncode == 1
+    assert bad_arch.stderr == "voxkeep: error: --arch riscv64: the image is built for arm64 (Raspberry Pi) " \
+                              "or amd64 (PC, VM)\n"
+    bad_suite = run(IMAGE / "build.sh", "--suite", "buster")
+    assert bad_suite.returncode == 1 and "use trixie (Debian 13) or bookworm" in bad_suite.stderr
+    assert "--arch arm64|amd64" in run(IMAGE / "build.sh", "--help").stdout
+
+
+def test_image_wiring_defaults_match_the_example_config_and_the_wiring_guide():
+    """customize.sh sets the LED and button pins by editing these example-config lines; hw/README.md wires
+    the LED to GPIO 23 and the button to GPIO 24."""
+    example = (REPO / "device" / "config.example.toml").read_text()
+    customize = (IMAGE / "customize.sh").read_text()
+    for key, pin in (("led_pin", 23), ("button_pin", 24)):
+        assert f"\n# {key} = (unset)\n" in example
+        assert f"s/^# {key} = (unset)$/{key} = {pin}/" in customize
+        assert f"GPIO {pin} (pin" in (HW / "README.md").read_text()
+    # The owner-key step of the image is the pi-gen stage's own script, not a copy.
+    assert "pi-gen/stage-voxkeep/01-firstboot/files" in customize

@@ -156,6 +156,11 @@ def _build(settings: Settings, state_dir: Path, lock: StateLock, *, source: Audi
         log.error("%s", privacy.load_problem)
     bus = EventBus(live=source.live)
     privacy.subscribe(bus.publish)
+    if sdnotify.enabled():  # `systemctl status voxkeep` shows e.g. "Status: muted (cli), microphone closed"
+        def show(s: State) -> None:
+            sdnotify.status(f"{s.mode.replace('_', ' ')} ({s.cause}), microphone {'open' if s.mic_open else 'closed'}")
+        privacy.subscribe(show)
+        show(privacy.current_event("startup"))
     privacy.on_problem = lambda level, message: bus.publish(Notice(t=privacy.clock(), level=level, message=message))
     vault = vault or Vault(state_dir, settings.vault, **({"clock": wall_clock} if wall_clock else {}))
     # A damaged audit log is set aside by whichever thread appends next; tell the owner from a thread of its
