@@ -43,8 +43,8 @@ CONSENT_MEMBER = "consents.json"
 DAMAGED_DIR = "audit-damaged"
 """Where the bundle holds audit logs the device found damaged and set aside (see audit.py)."""
 FILE_KINDS = {AUDIT_MEMBER: "audit_log", CONSENT_MEMBER: "consent_history"}
-MAX_MEMBER_BYTES = 64 * 1024 * 1024
-"""No export file is larger: a recording is at most a few MB, an audit log grows a few MB a year."""
+MAX_MEMBER_BYTES = 256 * 1024 * 1024
+"""No export file is larger: a recording is at most 10 MB (300 s), an audit log grows a few MB a year."""
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024 * 1024
 """Bound on what a whole bundle may unpack to, checked from the zip's directory before anything is read."""
 MAX_MEMBERS = 1_000_000
