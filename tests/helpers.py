@@ -66,8 +66,9 @@ def wait_until(condition, timeout: float = 10.0) -> bool:
 
 @contextlib.contextmanager
 def running_daemon(state_dir: Path, *, settings: dict[str, Any] | None = None, pin_factory: Any = None,
-                   events: Any = None) -> Iterator[tuple[Any, Any]]:
-    """A daemon in this process on a live (silent) fake microphone, serving its control socket.
+                   events: Any = None, room: np.ndarray | None = None) -> Iterator[tuple[Any, Any]]:
+    """A daemon in this process on a live fake microphone (hearing ``room``, then silence, at twice real
+    time; silence by default), serving its control socket.
 
     Yields ``(app, mic)`` once the socket exists and the microphone is open; ``events`` (a callable,
     e.g. ``queue.put``) sees every event.
@@ -81,7 +82,8 @@ def running_daemon(state_dir: Path, *, settings: dict[str, Any] | None = None, p
     from voxkeep.testing.fakes import FakePyAudio
 
     conf = load_settings(None, {"state_dir": str(state_dir), "wake": {"words": ["alexa"]}, **(settings or {})})
-    mic = FakePyAudio(silence(0.1), accepts_16k=True, speed=1.0)
+    mic = FakePyAudio(silence(0.1), accepts_16k=True, speed=1.0) if room is None else \
+        FakePyAudio(np.concatenate([room, silence(120.0)]), accepts_16k=True, speed=2.0)
     app = build_app(conf, source=MicSource(pa_module=mic), pin_factory=pin_factory,
                     extra_observers=[events] if events else None)
     thread = threading.Thread(target=app.run, daemon=True)

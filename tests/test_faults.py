@@ -5,10 +5,11 @@
 * EIO: ``voxkeep.durable.faults`` makes the durable write path fail as a dying SD card does.
 * A daemon that holds its state dir but does not answer (its socket gone, or resetting connections),
   and a second daemon started on a live state dir.
+* A consented HTTP sink that stalls mid-transfer.
 
-Every test names the fault it injects; ``FAULTS`` counts them and the session prints the tally.
-SIGKILL trials are in test_vault_crash.py, broker faults in test_mqtt_daemon.py, control-socket floods
-in test_control.py.
+The rest of the fault-injection suite: SIGKILL trials in test_vault_crash.py, a SIGSTOPped and killed
+broker in test_mqtt_daemon.py and test_mqtt.py, control-socket floods and disk stalls in test_control.py,
+disk and broker stalls against the audio loop's timing in bench/stall.py.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
@@ -215,3 +217,30 @@ def test_a_refused_second_daemon_touches_nothing_of_the_first(state_dir: Path, t
         assert after == before
         assert socket_path(state_dir).exists()
         assert run_cli("mute", "--state-dir", str(state_dir)).stdout.strip() == b"now muted"
+
+
+def test_a_stalled_sink_never_holds_up_a_mute(state_dir: Path) -> None:
+    """A consented HTTP sink takes the upload and then never answers: the owner's mute is at once."""
+    from tests.test_forward import HttpSpy
+    from voxkeep.config import VaultSettings
+    from voxkeep.owner import generate_identity
+    from voxkeep.testing.speech import speak
+    from voxkeep.vault import Vault
+
+    with Vault(state_dir, VaultSettings()) as vault:
+        vault.add_recipient(generate_identity()[1])
+        vault.consent("http", "grant", "cli")
+    sink = HttpSpy()
+    sink.hold.clear()  # the sink stalls after reading the body
+    room = np.concatenate([silence(1.0), speak("alexa"), silence(0.2), speak("what is the weather tomorrow"),
+                           silence(2.5)])
+    try:
+        with running_daemon(state_dir, room=room, settings={"forward": {"http_url": sink.url,
+                                                                        "timeout_seconds": 20.0}}) as (_app, mic):
+            assert sink.entered.wait(60), "the utterance never reached the sink"
+            proc = run_cli("mute", "--state-dir", str(state_dir))
+            assert proc.stdout.strip() == b"now muted", proc.stderr.decode()
+            assert wait_until(lambda: mic.open_streams == [])
+            assert not sink.hold.is_set()  # the transfer is still stuck while the microphone is closed
+    finally:
+        sink.close()
