@@ -83,9 +83,21 @@ run "$PREFIX/venv/bin/pip" install --no-cache-dir --upgrade pip
 run "$PREFIX/venv/bin/pip" install --no-cache-dir --upgrade "$SRC"
 [ "$LGPIO_FROM_PIP" = 0 ] || run env PYPI=1 "$PREFIX/venv/bin/pip" install --no-cache-dir --no-binary lgpio lgpio
 install -m 0644 "$HERE/README.md" "$HERE/wiring.svg" "$ROOT$PREFIX/hw/"
-# The owner's commands (voxkeep mute, status, ...) on everyone's PATH.
+# The owner's commands (voxkeep mute, status, doctor, ...) on everyone's PATH, finding the service's
+# models as the unit's VOXKEEP_MODELS_DIR does, with lgpio's pipes in a writable place as the unit's
+# LG_WD (else lgpio uses the working directory, and fails where it cannot write: the doctor's pin
+# check). An older install put a symlink here: replace it, never write through it.
 install -d -m 0755 "$ROOT/usr/local/bin"
-ln -sfn "$PREFIX/venv/bin/voxkeep" "$ROOT/usr/local/bin/voxkeep"
+rm -f "$ROOT/usr/local/bin/voxkeep"
+cat > "$ROOT/usr/local/bin/voxkeep" <<WRAPPER
+#!/bin/sh
+# Installed by voxkeep's hw/install.sh.
+: "\${VOXKEEP_MODELS_DIR:=$PREFIX/models}"
+: "\${LG_WD:=\${XDG_RUNTIME_DIR:-/tmp}}"
+export VOXKEEP_MODELS_DIR LG_WD
+exec $PREFIX/venv/bin/voxkeep "\$@"
+WRAPPER
+chmod 0755 "$ROOT/usr/local/bin/voxkeep"
 
 say "fetching and verifying models into $PREFIX/models"
 install -d -m 0755 "$ROOT$PREFIX/models"

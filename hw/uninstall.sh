@@ -26,7 +26,7 @@ if systemd_running; then
     run systemctl disable --now "$UNIT" || true
 fi
 rm -f "$ROOT/etc/systemd/system/$UNIT" "$ROOT/etc/systemd/system/multi-user.target.wants/$UNIT" \
-      "$ROOT/etc/udev/rules.d/60-voxkeep-gpio.rules"
+      "$ROOT/etc/udev/rules.d/60-voxkeep-gpio.rules" "$ROOT/usr/local/bin/voxkeep"
 if systemd_running; then
     run systemctl daemon-reload
 fi

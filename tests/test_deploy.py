@@ -201,8 +201,14 @@ def test_install_in_a_scratch_root(source, scratch):
     assert "would run: python3 -m venv --system-site-packages /opt/voxkeep/venv" in out
     assert f"would run: /opt/voxkeep/venv/bin/pip install --no-cache-dir --upgrade {source}" in out
     # The models go where the unit tells the daemon to look.
-    models = unit_value("Environment").removeprefix("VOXKEEP_MODELS_DIR=")
+    env = dict(v.split("=", 1) for line in re.findall(r"^Environment=(.*)$", UNIT.read_text(), flags=re.M)
+               for v in line.split())
+    models = env["VOXKEEP_MODELS_DIR"]
     assert f"would run: /opt/voxkeep/venv/bin/voxkeep models fetch --models-dir {models}" in out
+    # The owner's `voxkeep doctor` etc. on PATH look where the service looks.
+    wrapper = scratch / "usr/local/bin/voxkeep"
+    assert os.access(wrapper, os.X_OK) and f"VOXKEEP_MODELS_DIR:={models}" in wrapper.read_text()
+    assert env["LG_WD"] == unit_value("RuntimeDirectory").join(["/run/", ""])  # lgpio's pipes: writable
     assert f"would run: systemctl --root={scratch} enable voxkeep.service" in out
 
 
@@ -252,7 +258,7 @@ def test_uninstall_keeps_recordings_unless_purged(source, scratch):
     kept = run(source / "hw" / "uninstall.sh", "--root", str(scratch), "--dry-run")
     assert kept.returncode == 0, kept.stderr
     assert not (scratch / "etc/systemd/system/voxkeep.service").exists()
-    assert not (scratch / "opt/voxkeep").exists()
+    assert not (scratch / "opt/voxkeep").exists() and not (scratch / "usr/local/bin/voxkeep").exists()
     assert recording.read_bytes() == b"age-encrypted" and (scratch / "etc/voxkeep/config.toml").is_file()
     assert "kept your recordings" in kept.stdout
 

@@ -80,6 +80,10 @@ PACKAGES=(
     cloud-guest-utils fdisk e2fsprogs dosfstools   # first boot grows the root partition to the card
 )
 say "building $NAME from $MIRROR_URI ($version); packages cached in $APT_CACHE"
+# An interrupted build can leave /dev or /proc mounted in the old root: never delete through them.
+if findmnt -rn -o TARGET | grep -q "^$ROOTFS/"; then
+    die "something is still mounted under $ROOTFS (an interrupted build?); see findmnt and umount it first"
+fi
 rm -rf "$ROOTFS"
 # The hooks' "$1" (the root) is expanded by mmdebstrap, hence the single quotes.
 # shellcheck disable=SC2016

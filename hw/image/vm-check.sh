@@ -69,6 +69,12 @@ StandardError=journal+console
 WantedBy=multi-user.target
 UNIT
 ln -sf /etc/systemd/system/voxkeep-vm-check.service "$WORK/mnt/etc/systemd/system/multi-user.target.wants/"
+if [ "$ACCEL" = tcg ]; then
+    # An emulated CPU starts the service several times slower than a Pi: give the start more time.
+    # Nothing else of the unit (sandbox, watchdog) is changed.
+    install -d "$WORK/mnt/etc/systemd/system/voxkeep.service.d"
+    printf '[Service]\nTimeoutStartSec=900\n' > "$WORK/mnt/etc/systemd/system/voxkeep.service.d/vm-check-slow-cpu.conf"
+fi
 # Twenty minutes of quiet room noise for the WAV source (stdlib only: no numpy needed here).
 install -d -m 0755 "$WORK/mnt/srv/vm-check"
 python3 - "$WORK/mnt/srv/vm-check/room.wav" <<'PY'
