@@ -300,9 +300,10 @@ class Satellite:
                 loop.run_until_complete(self._bind())
             except (OSError, ConfigError) as exc:
                 problem.append(exc)
-                bound.set()
                 loop.run_until_complete(self._shutdown())
                 loop.close()
+                self._loop = None
+                bound.set()
                 return
             bound.set()
             try:
@@ -397,7 +398,11 @@ class Satellite:
         receipt = _Receipt()
         with self._settled:
             self._pending += 1
-        loop.call_soon_threadsafe(self._enqueue, u, receipt)
+        try:
+            loop.call_soon_threadsafe(self._enqueue, u, receipt)
+        except RuntimeError:  # the satellite has stopped
+            self._settle()
+            return None
         return receipt.tell
 
     def _why_not(self, woke_listening: bool = True) -> str | None:
