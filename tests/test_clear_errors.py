@@ -96,3 +96,24 @@ def test_a_full_disk_at_start_up_says_the_disk_is_full(tiny_disk: Path, quiet_wa
     proc = run_cli("run", "--input", str(quiet_wav), "--state-dir", str(state))
     line = one_error_line(proc.stderr)
     assert proc.returncode == 1 and "disk" in line and "full" in line and "restore" not in line, line
+
+
+@pytest.mark.parametrize("kind", ["dev_zero", "fifo", "directory"])
+def test_an_identity_that_is_not_a_file_neither_hangs_nor_fills_memory(tmp_path: Path, kind: str) -> None:
+    state, key, bundle = tmp_path / "state", tmp_path / "owner.key", tmp_path / "b.zip"
+    assert run_cli("owner", "init", "--identity-out", str(key), "--state-dir", str(state)).returncode == 0
+    assert run_cli("export", "--out", str(bundle), "--state-dir", str(state)).returncode == 0
+    identity = {"dev_zero": Path("/dev/zero"), "fifo": tmp_path / "fifo", "directory": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(identity)
+    proc = run_cli("verify-export", str(bundle), "--identity", str(identity), timeout=60)
+    assert proc.returncode == 1 and "not a plain file" in one_error_line(proc.stderr)
+
+
+def test_an_export_onto_a_full_disk_says_so_and_leaves_nothing(tiny_disk: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    assert run_cli("owner", "init", "--state-dir", str(state)).returncode == 0
+    subprocess.run(["dd", "if=/dev/zero", f"of={tiny_disk / 'fill'}", "bs=4k"], capture_output=True, check=False)
+    proc = run_cli("export", "--out", str(tiny_disk / "export.zip"), "--state-dir", str(state))
+    assert proc.returncode == 1 and "the disk is full" in one_error_line(proc.stderr)
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["fill"]

@@ -12,6 +12,7 @@ household's recording, say) fails loudly rather than being "mostly fine".
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -158,8 +159,13 @@ def export_bundle(vault: Vault, out: Path, state_dir: Path) -> ExportSummary:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, VaultError):
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise VaultError(f"cannot write the export to {out.parent}: " + (
+                "the disk is full; free some space or choose another --out" if full else
+                f"{exc.strerror or exc}; choose another --out")) from None
         raise
     fsync_dir(out.parent)
     return ExportSummary(out, len(manifest["recordings"]), len(manifest["quarantined"]))

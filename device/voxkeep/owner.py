@@ -9,6 +9,7 @@ format ``age -R`` reads, so the owner can inspect it with ordinary tools.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from pyrage import x25519
@@ -19,6 +20,24 @@ from .errors import VaultError
 RECIPIENTS_FILE = "recipients.txt"
 MAX_RECIPIENTS_BYTES = 64 * 1024
 """A few hundred public keys; anything larger is not a recipients file."""
+
+
+def _read_small(path: Path, limit: int, *, follow: bool = True) -> bytes:
+    """A small key file's bytes: a plain file of at most ``limit`` bytes, else ValueError (or OSError).
+
+    A FIFO or ``/dev/zero`` given as a key file must not hang the CLI or fill its memory; in the vault
+    (``follow=False``) a symbolic link is refused as well.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError("it is not a plain file (a directory, pipe or device)")
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"it is larger than a key file can be ({limit} bytes)")
+    return data
 
 
 def parse_recipient(text: str) -> x25519.Recipient:
@@ -47,11 +66,11 @@ def identity_file_text(secret: str, recipient: str, created: str) -> str:
 def read_identities(path: Path) -> list[x25519.Identity]:
     """Every identity in an age identity file (comments and blank lines skipped)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_small(path, MAX_RECIPIENTS_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise VaultError(f"identity file {path} does not exist; pass the file 'voxkeep owner init "
                          "--identity-out' wrote") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise VaultError(f"cannot read identity file {path}: {exc}; check the path and its permissions") from None
     identities = []
     for line in text.splitlines():
@@ -95,17 +114,13 @@ def read_recipients(vault_dir: Path) -> list[str]:
     """The registered recipients, in the order they were added (empty when no owner is registered)."""
     path = vault_dir / RECIPIENTS_FILE
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as fh:
-            data = fh.read(MAX_RECIPIENTS_BYTES + 1)
+        data = _read_small(path, MAX_RECIPIENTS_BYTES, follow=False)
     except FileNotFoundError:
         return []
     except OSError as exc:
         raise VaultError(f"cannot read the owner's keys in {path} ({exc.strerror}); it must be a plain file") \
             from None
     try:
-        if len(data) > MAX_RECIPIENTS_BYTES:
-            raise ValueError("too large")
         text = data.decode("ascii")
     except ValueError:
         raise VaultError(f"{path} is damaged (it is not a short text file of 'age1...' public keys); move it "
