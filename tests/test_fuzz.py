@@ -379,6 +379,19 @@ def test_recipients_txt(scratch: Path, data: bytes) -> None:
 
 
 @FUZZ
+@given(data=st.one_of(st.binary(max_size=400), st.lists(st.sampled_from([
+    "AGE-SECRET-KEY-1QQQ", "# created", "", "age1ft2npjjrvpq90hgh7guxzsr98mf8wvju8r727nu3n66ynh2lcvjsamaqld",
+    "AGE-SECRET-KEY-1" + "Q" * 58, "\x00"]), max_size=5).map(lambda ls: "\n".join(ls).encode())))
+def test_identity_files(scratch: Path, data: bytes) -> None:
+    try:
+        identities = read_identities(_file(scratch, "owner.key", data))
+    except VoxkeepError as exc:
+        one_line(exc)
+        return
+    assert identities and all(str(i.to_public()).startswith("age1") for i in identities)
+
+
+@FUZZ
 @given(data=st.one_of(st.binary(max_size=300), _values.map(lambda v: json.dumps(v).encode()),
                       st.fixed_dictionaries({"muted": _scalars, "recording": _scalars}).map(
                           lambda d: json.dumps(d).encode()),
