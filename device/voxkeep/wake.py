@@ -89,9 +89,9 @@ def _pick(name: str, asked: str, has_oww: bool, has_mww: bool) -> tuple[str, boo
     """(streaming engine, agreement) for a bundled word, falling back to the engine that has it."""
     if asked == BOTH and has_oww and has_mww:
         return MICROWAKEWORD, True
+    available = {OPENWAKEWORD: has_oww, MICROWAKEWORD: has_mww}
     preferred = OPENWAKEWORD if asked == OPENWAKEWORD else MICROWAKEWORD
-    engine = preferred if (has_oww, has_mww)[preferred == MICROWAKEWORD] else (
-        MICROWAKEWORD if preferred == OPENWAKEWORD else OPENWAKEWORD)
+    engine = preferred if available[preferred] else next(e for e, ok in available.items() if ok)
     if asked != engine:
         log.info("wake word %s: only %s has a model for it, so it runs there (asked: %s)", name, engine, asked)
     return engine, False
