@@ -443,3 +443,19 @@ def test_zeroconf_announces_the_wyoming_service_and_says_what_to_install_without
             d.sat.start()
     finally:
         d.vault.close()
+
+
+def test_doctor_says_where_the_satellite_listens_and_whether_anything_may_be_sent(tmp_path: Path,
+                                                                                 state_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    config = tmp_path / "c.toml"
+    config.write_text('[audio]\ninput = "-"\n[satellite]\nuri = "tcp://0.0.0.0:10700"\nallow = ["192.168.1.10"]\n')
+    out = run_cli("doctor", "--config", str(config), "--state-dir", str(state_dir)).stdout.decode()
+    assert ("[ ok ] satellite: on tcp://0.0.0.0:10700 for 192.168.1.10; no consent, so Home Assistant receives "
+            "nothing") in out
+    assert "no speaker (audio.output_device): replies are not played" in out
+    with Vault(state_dir, load_settings(None).vault) as vault:
+        vault.consent("satellite", "grant", "cli")
+    out = run_cli("doctor", "--config", str(config), "--state-dir", str(state_dir)).stdout.decode()
+    assert "consented: requests after a wake word are sent" in out

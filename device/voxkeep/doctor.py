@@ -20,7 +20,7 @@ import numpy as np
 
 from . import SAMPLE_RATE
 from .audio import AudioSource, open_portaudio
-from .config import GpioSettings, MqttSettings, VaultSettings
+from .config import GpioSettings, MqttSettings, Settings, VaultSettings
 from .errors import VoxkeepError
 
 
@@ -194,6 +194,26 @@ def check_owner(state_dir: Path, settings: VaultSettings) -> Check:
     if why:
         return Check("owner key", False, why)
     return Check("owner key", True, f"{count} owner key(s) registered; the device holds no private key")
+
+
+def check_satellite(settings: Settings) -> Check:
+    """The Home Assistant satellite: where it listens, who may connect, and whether anything may be sent."""
+    from .vault import Vault
+
+    sat = settings.satellite
+    if not sat.uri:
+        return Check("satellite", True, "not configured (set [satellite] uri to be a Home Assistant voice satellite)")
+    try:
+        with Vault(settings.state_path, settings.vault) as vault:
+            consented = "satellite" in vault.active_consents()
+    except (VoxkeepError, OSError) as exc:
+        return Check("satellite", False, f"cannot read the consent ledger in {settings.state_path} ({exc})")
+    where = f"on {sat.uri} for {', '.join(sat.allow)}"
+    speaker = "" if settings.audio.output_device else "; no speaker (audio.output_device): replies are not played"
+    if not consented:
+        return Check("satellite", True, f"{where}; no consent, so Home Assistant receives nothing ('voxkeep consent "
+                                        f"grant satellite'){speaker}")
+    return Check("satellite", True, f"{where}; consented: requests after a wake word are sent{speaker}")
 
 
 def check_broker(settings: MqttSettings) -> Check:

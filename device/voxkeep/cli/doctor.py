@@ -12,8 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "doctor", parents=[common_parent()], help="check microphone, models, pins, key, broker, disk, clock",
         description="Check everything the speaker needs, one line each: the microphone (opens, level, "
                     "clipping), models and their hashes, GPIO pins, the speaker for tones, the owner key, the "
-                    "MQTT broker and credentials, free disk, clock sync and the systemd service. Exit status 1 "
-                    "if anything is wrong.")
+                    "MQTT broker and credentials, the Home Assistant satellite, free disk, clock sync and the "
+                    "systemd service. Exit status 1 if anything is wrong.")
     doctor.add_argument("--device", "-d", metavar="DEV", help="microphone to test (default: [audio] device)")
     doctor.add_argument("--seconds", type=float, default=2.0, help="how long to listen to the microphone")
     doctor.set_defaults(handler=_doctor)
@@ -36,6 +36,7 @@ def _doctor(args: argparse.Namespace) -> int:
         doctor.check_speaker(settings.audio.output_device),
         doctor.check_owner(settings.state_path, settings.vault),
         doctor.check_broker(settings.mqtt),
+        doctor.check_satellite(settings),
         doctor.check_disk(settings.state_path),
         doctor.check_clock(),
         doctor.check_service(),
