@@ -244,3 +244,24 @@ def test_a_stalled_sink_never_holds_up_a_mute(state_dir: Path) -> None:
             assert not sink.hold.is_set()  # the transfer is still stuck while the microphone is closed
     finally:
         sink.close()
+
+
+def test_a_silent_system_service_is_never_bypassed_through_another_state_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With no --state-dir the CLI means the systemd service; if its socket refuses, the CLI must not
+    "mute" its own user's state dir instead (which the service never reads)."""
+    from voxkeep import control
+    from voxkeep.cli import main
+
+    runtime = tmp_path / "run-voxkeep"
+    runtime.mkdir()
+    refusing = socket.socket(socket.AF_UNIX)
+    refusing.bind(str(runtime / "control.sock"))  # bound, never listening: connections are refused
+    monkeypatch.setattr(control, "SERVICE_SOCKET", runtime / "control.sock")
+    try:
+        assert main(["mute"]) == 1
+    finally:
+        refusing.close()
+    captured = capsys.readouterr()
+    assert captured.out == "" and "nothing was changed" in captured.err
+    assert not list(tmp_path.rglob(STATE_FILE)), "the CLI wrote a state file the service never reads"

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _change(args: argparse.Namespace) -> int:
-    from ..control import DaemonNotRunning, request
+    from .. import control
     from ..durable import private_dir
     from ..errors import VoxkeepError
     from ..privacy import STATE_FILE, PrivacyState
@@ -46,9 +46,13 @@ def _change(args: argparse.Namespace) -> int:
 
     action = args.action or f"recording_{args.state}"
     settings = settings_from_args(args)
+    service = _implicit_state(args, settings) and control.SERVICE_SOCKET.exists()
     try:
-        reply = request(settings.state_path, {"action": action}, find_service=_implicit_state(args, settings))
-    except DaemonNotRunning as gone:
+        reply = control.request(settings.state_path, {"action": action}, find_service=service)
+    except control.DaemonNotRunning as gone:
+        if service:  # systemd removes its RuntimeDirectory when the service stops: it is running
+            raise VoxkeepError(f"the voxkeep service did not answer on {control.SERVICE_SOCKET} ({gone}); "
+                               "nothing was changed: see its log (journalctl -u voxkeep), or restart it") from None
         try:
             lock = StateLock.acquire(private_dir(settings.state_path), "cli")
         except StateDirBusy as busy:
@@ -96,14 +100,18 @@ def offline_status(settings: Any) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from ..control import DaemonNotRunning, request
+    from .. import control
+    from ..errors import VoxkeepError
 
     settings = settings_from_args(args)
+    service = _implicit_state(args, settings) and control.SERVICE_SOCKET.exists()
     try:
-        status = request(settings.state_path, {"action": "status"},
-                         find_service=_implicit_state(args, settings))["status"]
+        status = control.request(settings.state_path, {"action": "status"}, find_service=service)["status"]
         status["daemon_running"] = True
-    except DaemonNotRunning:
+    except control.DaemonNotRunning as gone:
+        if service:  # the saved state of this user's own dir would describe some other speaker
+            raise VoxkeepError(f"the voxkeep service did not answer on {control.SERVICE_SOCKET} ({gone}); see its "
+                               "log (journalctl -u voxkeep), or restart it") from None
         status = offline_status(settings)
     if args.json:
         print(json.dumps(status, indent=2))
