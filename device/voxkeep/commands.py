@@ -72,7 +72,11 @@ def _core(phrase: str) -> str:
 _COMMAND_OF = {_core(phrase): command for command, phrases in PHRASES.items() for phrase in phrases}
 
 WAKE_TAIL_WORDS = ("jarvis", "alexa", "marvin", "mycroft")
-"""Last words of the bundled wake phrases: the window starts when the model fires, often mid-word."""
+"""Last words of the bundled wake phrases: the window starts inside them."""
+
+LEAD_WORDS = ("hey",)
+"""First words of the bundled wake phrases: the window starts 0.64 s before the confirmed wake, so all
+of "hey jarvis" can be in it."""
 
 MIN_TAIL_PHONES = 2
 """Tail words shorter than this are left out: one-phone words make pocketsphinx's grammar search 50x
@@ -94,6 +98,10 @@ MAX_UNEXPLAINED_FRAMES = 20
 """Frames (10 ms) of speech the grammar may pass off as silence after the command starts. The grammar's
 silence model swallows whole words, so "stop recording the football" fits "stop recording" well; the
 phone loop still hears phones there, and more than 0.2 s of them means the sentence was something else."""
+
+MAX_TAIL_END_FRAMES = 100
+"""The wake word's tail is the first sound of a window (which begins 0.64 s before the confirmed wake):
+only grammar tails ending in the first second are taken for it, not words of a sentence before the command."""
 
 MAX_LEADING_FRAMES = 80
 """Frames of speech tolerated before the command: the wake word's tail and a breath, not a sentence."""
@@ -171,7 +179,9 @@ def _grammar(tails: Sequence[str]) -> str:
     """The JSGF text: an optional wake-word tail, then exactly one command."""
     rules = "\n".join(f"<{name}> = {body};" for name, body in _RULES.items())
     commands = " | ".join(f"<{name}>" for name in _RULES)
-    prefix = f"[{' | '.join(tails)}] " if tails else ""
+    # The window can start before "hey" of "hey jarvis", so "hey" may come before the tail.
+    lead = f"[{' | '.join(LEAD_WORDS)}] "
+    prefix = f"[{lead}({' | '.join(tails)})] " if tails else ""
     return f"#JSGF V1.0;\ngrammar privacy;\npublic <command> = {prefix}({commands});\n{rules}\n"
 
 
@@ -245,7 +255,7 @@ class CommandRecognizer:
         self._lock = threading.Lock()
         model = _model_dir()
         tail_sources = {*WAKE_TAIL_WORDS, *(w.replace("-", "_").split("_")[-1].lower() for w in wake_words)}
-        prons = _read_dict(model / "cmudict-en-us.dict", _grammar_words() | tail_sources)
+        prons = _read_dict(model / "cmudict-en-us.dict", _grammar_words() | tail_sources | set(LEAD_WORDS))
         missing = _grammar_words() - prons.keys()
         if missing:
             raise ModelError(f"the pocketsphinx dictionary lacks {sorted(missing)}; reinstall pocketsphinx")
@@ -256,7 +266,8 @@ class CommandRecognizer:
         with tempfile.TemporaryDirectory(prefix="voxkeep-cmd-") as tmp:
             # A dictionary of only the words searched: the full one costs ~20 MB on a Pi Zero for nothing.
             dict_path = Path(tmp) / "commands.dict"
-            lines = [f"{w}{'' if i == 0 else f'({i + 1})'} {p}" for w in sorted(_grammar_words() | common.keys())
+            searched = _grammar_words() | common.keys() | set(LEAD_WORDS)
+            lines = [f"{w}{'' if i == 0 else f'({i + 1})'} {p}" for w in sorted(searched)
                      for i, p in enumerate(prons[w])]
             lines += [f"{name} {phones}" for name, phones in tails.items()]
             dict_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -273,7 +284,8 @@ class CommandRecognizer:
             except RuntimeError as exc:
                 raise ModelError(f"pocketsphinx could not load its en-us model ({exc}); reinstall: "
                                  "pip install --force-reinstall 'pocketsphinx>=5'") from None
-        self._tails = set(tails)
+        self._tails = set(tails) | set(LEAD_WORDS)
+        """Words of the wake phrase the grammar may hear before a command (none of them is a command word)."""
 
     @staticmethod
     def _tail_words(prons: dict[str, list[str]], sources: Iterable[str]) -> dict[str, str]:
@@ -343,7 +355,7 @@ class CommandRecognizer:
         anything outside the command's span are left to the other checks.
         """
         def spoken(segs: list[tuple[str, int, int, float]]) -> list[tuple[str, int, int, float]]:
-            return [s for s in segs if not s[0].startswith(("<", "[")) and s[0] not in self._tails
+            return [s for s in segs if not s[0].startswith(("<", "[")) and _base(s[0]) not in self._tails
                     and _base(s[0]) not in FILLER_WORDS]
 
         command = spoken(grammar)
@@ -385,14 +397,18 @@ class CommandRecognizer:
     def _compare(self, grammar: list[tuple[str, int, int, float]],
                  phones: list[tuple[str, int, int, float]]) -> Recognition | None:
         """Check the grammar's command words against the phone loop, then score how well they fit."""
-        words = [seg for seg in grammar if not seg[0].startswith(("<", "[")) and seg[0] not in self._tails]
+        words = [seg for seg in grammar if not seg[0].startswith(("<", "[")) and _base(seg[0]) not in self._tails]
         if not words:
             return None
         first, last = words[0][1], words[-1][2]
         spoken = [seg for seg in phones if seg[0] != "SIL"]
         fillers = [seg for seg in grammar if seg[0].startswith(("<", "[")) and seg[2] >= first]
         unexplained = sum(_overlap(p, f[1], f[2]) for p in spoken for f in fillers)
-        leading = sum(_overlap(p, 0, first - 1) for p in spoken)
+        # The wake word's tail is expected before the command (the window starts inside it); only
+        # speech the grammar could not explain as that tail counts as a sentence before the command.
+        tails = [s for s in grammar if _base(s[0]) in self._tails and s[2] < min(first, MAX_TAIL_END_FRAMES)]
+        leading = sum(_overlap(p, 0, first - 1) for p in spoken) - sum(
+            _overlap(p, t[1], t[2]) for p in spoken for t in tails)
         if unexplained > MAX_UNEXPLAINED_FRAMES or leading > MAX_LEADING_FRAMES:
             return None
         phrase = " ".join(_base(seg[0]) for seg in words)
