@@ -330,3 +330,17 @@ def test_a_command_after_12_s_of_room_background_fares_as_one_alone(tmp_path: Pa
                                 "hey_jarvis")
         outcomes.append([(e["type"], e.get("command")) for e in events if e["type"] in ("wake", "command")])
     assert outcomes[0] == outcomes[1] == [("wake", None), ("command", "stop_recording")]
+
+
+def test_the_delete_only_check_guards_deletions_and_leaves_other_commands_alone(recognizer: CommandRecognizer) -> None:
+    """commands.delete_filler_words: the open search judges only what would delete; "delete everything
+    I saved today" deletes by default (it fits the command as well as the command does), not with it."""
+    guarded = CommandRecognizer(CommandSettings(delete_filler_words=1000))
+    near_miss = flite_window("delete everything I saved today", "awb")
+    plain = recognizer.recognize(near_miss)
+    assert plain is not None and plain.command == "delete_today"
+    assert guarded.recognize(near_miss) is None
+    got = guarded.recognize(flite_window("delete what I just said"))
+    assert got is not None and got.command == "delete_last"
+    got = guarded.recognize(flite_window("don't record anymore"))
+    assert got is not None and got.command == "stop_recording"

@@ -18,6 +18,10 @@ unconverted units (near zero for every phone), so they are not compared with the
 Optionally (``commands.filler_words``, off by default) a third, open search over the most common
 English words must hear the command's own words where the grammar placed them: only a search free to
 hear "sent" tells "delete what I just sent" from the command, which it fits acoustically very well.
+``commands.delete_filler_words`` runs that search for the deleting commands only.
+
+The window (which starts inside the wake phrase) is cut to its sound plus a fixed margin before any
+search (``speech_span``), so how much quiet surrounds a command never changes its score.
 
 Privacy: nothing a rejected utterance said is kept, logged or returned. The only text that ever leaves
 this module is the grammar phrase of an accepted command, which is one of a fixed list.
@@ -260,7 +264,8 @@ class CommandRecognizer:
         if missing:
             raise ModelError(f"the pocketsphinx dictionary lacks {sorted(missing)}; reinstall pocketsphinx")
         tails = self._tail_words(prons, tail_sources)
-        common = _common_words(model, settings.filler_words) if settings.filler_words else {}
+        count = settings.filler_words or settings.delete_filler_words
+        common = _common_words(model, count) if count else {}
         vocabulary = self._open_vocabulary(common, tails, settings.command_weight)
         prons |= _read_dict(model / "cmudict-en-us.dict", common.keys() - prons.keys())
         with tempfile.TemporaryDirectory(prefix="voxkeep-cmd-") as tmp:
@@ -278,12 +283,14 @@ class CommandRecognizer:
                                                      dither=False, loglevel="FATAL")
                 self._decoder.add_jsgf_string("command", _grammar(sorted(tails)))
                 self._decoder.add_allphone_file("phones", str(model / "en-us-phone.lm.bin"))
-                self._open = bool(common)
-                if self._open:
+                self._open = bool(settings.filler_words)
+                """Every match must agree with the open search; else only deleting ones (if ``common``)."""
+                if common:
                     self._decoder.add_lm_file("open", str(lm_path))
             except RuntimeError as exc:
                 raise ModelError(f"pocketsphinx could not load its en-us model ({exc}); reinstall: "
                                  "pip install --force-reinstall 'pocketsphinx>=5'") from None
+        self._has_open = bool(common)
         self._tails = set(tails) | set(LEAD_WORDS)
         """Words of the wake phrase the grammar may hear before a command (none of them is a command word)."""
 
@@ -340,9 +347,12 @@ class CommandRecognizer:
             if not grammar:
                 return None
             phones = self._decode("phones", raw)
-            heard = self._decode("open", raw) if self._open else None
-        found = self._compare(grammar, phones)
-        if found is None or not (heard is None or self._agrees(grammar, heard)):
+            found = self._compare(grammar, phones)
+            if found is None:
+                return None
+            check = self._open or (found.command in DELETING and self._has_open)
+            heard = self._decode("open", raw) if check else None
+        if heard is not None and not self._agrees(grammar, heard):
             return None
         offset = span.start / SAMPLE_RATE
         return dataclasses.replace(found, start=found.start + offset, end=found.end + offset)
