@@ -459,3 +459,38 @@ def test_doctor_says_where_the_satellite_listens_and_whether_anything_may_be_sen
         vault.consent("satellite", "grant", "cli")
     out = run_cli("doctor", "--config", str(config), "--state-dir", str(state_dir)).stdout.decode()
     assert "consented: requests after a wake word are sent" in out
+
+
+def test_a_revoke_while_streaming_stops_the_audio_before_the_next_chunk(state_dir: Path, models_dir: Path) -> None:
+    import numpy as np
+
+    from voxkeep.capture import Utterance
+    from voxkeep.forward import CHUNK_SAMPLES
+
+    with Daemonless(state_dir, models_dir) as d:
+        d.vault.consent("satellite", "grant", "cli")
+        ha = LoopbackHomeAssistant("127.0.0.1", d.sat.port).start()
+        try:
+            assert wait_until(lambda: d.sat.connected)
+            asked = 0
+            ledger = d.vault.active_consents
+
+            def revoked_after_five_looks() -> list[str]:  # the hand-over, the start, then three chunks
+                nonlocal asked
+                asked += 1
+                return ledger() if asked <= 5 else []
+
+            d.vault.active_consents = revoked_after_five_looks  # type: ignore[method-assign]
+            pcm = np.full(5 * 16000, 300, np.int16)
+            tell = d.sat.request(Utterance(t_wake=1.0, t_end=6.0, wake_word="alexa", score=0.9, pcm=pcm,
+                                           command_start=0, window_start=0, store_allowed=True, wall_time=0.0))
+            assert tell is not None
+            tell(None)
+            assert d.sat.drain(10)
+            assert wait_until(lambda: ha.pipelines and ha.pipelines[0].stopped)
+        finally:
+            ha.close()
+        assert len(ha.pipelines[0].audio) == 3 * CHUNK_SAMPLES * 2  # not one chunk after the revoke
+        entries = [json.loads(line) for line in (d.vault.dir / "audit.jsonl").read_text().splitlines()]
+    (sent,) = [e for e in entries if e.get("kind") == "forwarded"]
+    assert sent["size"] == 3 * CHUNK_SAMPLES * 2 and "no consent" in sent["stopped"]
