@@ -45,9 +45,11 @@ Scenario format (TOML; the bundled ones are in voxkeep/scenarios/):
     [[step]]
     mqtt = { mute = false }                   # a command on <base>/set (needs [settings] mqtt.host)
     [[step]]
-    consent = { grant = "http" }              # as `voxkeep consent grant|revoke SINK` (mqtt, http, wyoming);
-                                              # with no forward.http_url set, http goes to a loopback
-                                              # receiver the simulation runs, which counts what arrives
+    consent = { grant = "http" }              # as `voxkeep consent grant|revoke SINK` (mqtt, http, wyoming,
+                                              # satellite); with no forward.http_url set, http goes to a
+                                              # loopback receiver the simulation runs, which counts what
+                                              # arrives; "satellite" runs a loopback Home Assistant that
+                                              # answers each request with speech (a virtual speaker plays it)
     [[step]]
     expect = { no_events = ["wake"] }         # a step with only `expect` checks at that moment
 
