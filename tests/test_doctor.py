@@ -98,6 +98,8 @@ def test_sound_cards_are_counted_from_alsa(tmp_path: Path) -> None:
     cards.write_text(" 0 [PCH            ]: HDA-Intel - HDA Intel PCH\n                      HDA Intel PCH at 0xf\n"
                      " 1 [Device         ]: USB-Audio - USB PnP Sound Device\n")
     assert doctor.sound_cards(cards) == 2
-    assert doctor.sound_cards(tmp_path / "absent") is None
+    (tmp_path / "proc").mkdir()
+    assert doctor.sound_cards(tmp_path / "proc" / "asound" / "cards") == 0  # Linux with no sound driver loaded
+    assert doctor.sound_cards(tmp_path / "no-proc" / "asound" / "cards") is None  # not Linux: unknown
     check = doctor.check_input("-", None, 0)  # stdin is not opened by the doctor: the service owns it
     assert check.ok and "no sound card" in check.message and "stdin" in check.message

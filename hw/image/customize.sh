@@ -86,4 +86,4 @@ in_root apt-get install -y -qq --no-install-recommends systemd-resolved
 in_root systemctl enable systemd-resolved.service
 install -D -m 0644 "$HERE/files/voxkeep-mdns.conf" "$ROOT/etc/systemd/resolved.conf.d/voxkeep-mdns.conf"
 printf 'VOXKEEP_VERSION=%s\nBUILT=%s\n' "$VERSION" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$ROOT/etc/voxkeep-image"
-in_root apt-get clean
+# (The downloaded .debs stay until build.sh has copied them to its cache, then go.)
