@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import logging
 import os
 import sqlite3
@@ -328,3 +329,57 @@ def test_a_link_planted_as_a_temp_file_is_never_written_through(vault: Vault, tm
     (vault.dir / ".audit.head.tmp").symlink_to(victim)
     assert vault.add_recipient(generate_identity()[1])
     assert victim.read_bytes() == b"keep me\n" and len(vault.recipients()) == 2
+
+
+class _Killed(BaseException):
+    """Stands in for a SIGKILL at one exact point (the SIGKILL trials in test_vault_crash.py hit them at random)."""
+
+
+def _kinds(vault: Vault) -> list[str]:
+    return [json.loads(line)["kind"] for line in vault.audit_log.read().splitlines()]
+
+
+def test_a_change_killed_before_its_audit_entry_is_audited_at_the_next_start(
+        state_dir: Path, identity: x25519.Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Vault(state_dir, VaultSettings(), clock=lambda: NOW) as v:
+        v.add_recipient(str(identity.to_public()))
+        keep = _store(v)
+
+        def killed(*_: object) -> None:
+            raise _Killed
+
+        monkeypatch.setattr(v.audit_log, "append_pending", killed)  # committed, then killed before the append
+        for change in (lambda: v.consent("http", "grant", "cli"), lambda: _store(v, seed=1),
+                       lambda: v.mark_forwarded(keep, "http", 10), lambda: v.delete(keep, "cli")):
+            with pytest.raises(_Killed):
+                change()
+        monkeypatch.undo()
+    with Vault(state_dir, VaultSettings(), clock=lambda: NOW) as v:
+        assert v.reconcile().audit_appended == 4
+        assert _kinds(v)[-5:] == ["consent_grant", "recording_stored", "forwarded", "recordings_deleted",
+                                  "deletion_resumed"]
+        assert v.reconcile().clean  # appended once, not again
+        v.audit_log.verify()
+
+
+def test_an_entry_appended_just_before_a_kill_is_not_appended_twice(
+        state_dir: Path, identity: x25519.Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Vault(state_dir, VaultSettings(), clock=lambda: NOW) as v:
+        v.add_recipient(str(identity.to_public()))
+        real = v.audit_log.append_pending
+
+        def appended_then_killed(pending: list) -> str:
+            real(pending)
+            raise _Killed  # before the transaction that takes the entries off the outbox commits
+
+        monkeypatch.setattr(v.audit_log, "append_pending", appended_then_killed)
+        with pytest.raises(_Killed):
+            v.consent("http", "grant", "cli")
+        monkeypatch.undo()
+        assert v._query("SELECT count(*) FROM audit_outbox")[0][0] == 1  # still queued, though in the log
+    with Vault(state_dir, VaultSettings(), clock=lambda: NOW) as v:
+        assert v.reconcile().audit_appended == 1  # dequeued, and found already in the log
+        v.consent("http", "revoke", "cli")
+        assert [k for k in _kinds(v) if k.startswith("consent_")] == ["consent_grant", "consent_revoke"]
+        assert v._query("SELECT count(*) FROM audit_outbox")[0][0] == 0
+        v.audit_log.verify()

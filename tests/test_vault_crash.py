@@ -30,7 +30,7 @@ from voxkeep.config import VaultSettings
 from voxkeep.export import verify_bundle
 from voxkeep.owner import generate_identity
 from voxkeep.privacy import ACTIONS, STATE_FILE, Choices, PrivacyState, read_choices
-from voxkeep.vault import Vault
+from voxkeep.vault import Vault, _ref
 
 TRIALS = 200
 
@@ -95,6 +95,14 @@ def ram_state_dir(tmp_path: Path) -> Iterator[Path]:
         yield Path(path)
 
 
+def _audit_entries(vault: Vault) -> list[dict]:
+    """The log's entries, after checking that none was appended twice (each carries its own id)."""
+    entries = [json.loads(line) for line in vault.audit_log.read().splitlines()]
+    ids = [e["id"] for e in entries if "id" in e]
+    assert len(ids) == len(set(ids)), "an audit entry was appended twice"
+    return entries
+
+
 @pytest.mark.slow
 def test_sigkill_while_recording_and_deleting_loses_nothing_acknowledged(ram_state_dir: Path) -> None:
     state_dir = ram_state_dir
@@ -104,6 +112,7 @@ def test_sigkill_while_recording_and_deleting_loses_nothing_acknowledged(ram_sta
     rng = random.Random(1234)
     acks: dict[str, set[str]] = {"stored": set(), "deleting": set(), "deleted": set()}
     repaired = 0
+    refs: dict[str, str] = {}  # every recording seen in the index -> its audit ref (its salt goes with it)
     for trial in range(TRIALS):
         for kind, rid in _run_and_kill(state_dir, trial, rng.randrange(4), rng.uniform(0.0, 0.01)):
             acks[kind].add(rid)
@@ -123,8 +132,21 @@ def test_sigkill_while_recording_and_deleting_loses_nothing_acknowledged(ram_sta
             vault.audit_log.verify()
             leftovers = [p.name for p in vault.recordings_dir.iterdir() if not p.name.endswith(".wav.age")]
             assert leftovers == []
+            # Every recording the index holds was audited as stored, and every one seen before that is gone
+            # now was audited as deleted: a kill between the commit and the append loses no entry.
+            refs.update({rid: _ref(salt, rid) for rid, salt in vault._query("SELECT id, salt FROM recordings")})
+            entries = _audit_entries(vault)
+            stored_refs = [e["ref"] for e in entries if e["kind"] == "recording_stored"]
+            deleted_refs = [r for e in entries if e["kind"] == "recordings_deleted" for r in e["refs"]]
+            gone = refs.keys() - present.keys()
+            unaudited_stores = sum(refs[rid] not in stored_refs for rid in present)
+            unaudited_deletions = sum(refs[rid] not in deleted_refs for rid in gone)
+            assert (unaudited_stores, unaudited_deletions) == (0, 0), \
+                f"trial {trial}: {unaudited_stores} stores, {unaudited_deletions} deletions missing from the audit log"
+            assert len(stored_refs) == len(set(stored_refs)) and len(deleted_refs) == len(set(deleted_refs))
     print(f"{TRIALS} trials: {len(stored)} stores and {len(deleted)} deletions acknowledged, "
-          f"{repaired} start-ups had something to reconcile")
+          f"{repaired} start-ups had something to reconcile, {len(refs)} stores and {len(gone)} deletions "
+          "checked in the audit log, none missing")
     assert len(stored) >= TRIALS and deleted, "the child barely ran; the trials tested nothing"
     assert repaired, "no kill ever landed mid-operation; lengthen the delays"
 
@@ -178,9 +200,11 @@ def test_sigkill_while_granting_and_revoking_consent(ram_state_dir: Path) -> Non
                 assert (sink in active) in want, f"trial {trial}: consent for {sink} is not what was acknowledged"
             vault.audit_log.verify()
             history = vault.consent_history()
-            audited = [e for e in (json.loads(line) for line in vault.audit_log.read().splitlines())
+            audited = [(e["sink"], e["kind"].removeprefix("consent_")) for e in _audit_entries(vault)
                        if str(e.get("kind", "")).startswith("consent_")]
             unaudited = len(history) - len(audited)
+            assert audited == [(h["sink"], h["action"]) for h in history], \
+                f"trial {trial}: {unaudited} consent changes missing from the audit log (or out of order)"
     print(f"consent: {trials} SIGKILL trials, {len(history)} consent changes recorded, {unaudited} of them "
           "missing from the audit log")
     assert history, "the child never changed a consent; the trials tested nothing"

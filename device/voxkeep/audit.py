@@ -13,8 +13,13 @@ wrong, where the old log went and which head it should have reached. So nothing 
 "heals" silently, and ``verify`` fails, naming the file, until the owner has looked at it and removed it.
 
 Entries hold metadata only, never audio, transcripts or recording ids (see vault.py for the per-recording
-reference that becomes unlinkable once a recording is deleted). Several processes may append (the daemon
-and the CLI): each append holds an exclusive ``flock`` on the log while it reads the tail and writes.
+reference that becomes unlinkable once a recording is deleted). An entry may carry ``id``, a random id of
+the entry itself: the vault queues each entry in its index (an outbox) in the same transaction as the change
+it describes and appends it afterwards, and ``append_pending`` uses the id to append each queued entry
+exactly once, even when a crash came between the append and the removal from the outbox.
+
+Several processes may append (the daemon and the CLI): each append holds an exclusive ``flock`` on the log
+while it reads the tail and writes.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +44,7 @@ from .errors import VaultError
 LOG_FILE = "audit.jsonl"
 HEAD_FILE = "audit.head"
 GENESIS = "0" * 64
-RESERVED = ("seq", "t", "kind", "prev", "hash")
+RESERVED = ("seq", "t", "kind", "prev", "hash", "id")
 DAMAGED_PREFIX = "audit-damaged-"
 MAX_LINE = 1 << 20
 """Longest entry looked for at the tail; entries are a few hundred bytes, so a longer line is damage."""
@@ -160,9 +165,20 @@ class AuditLog:
 
     def append(self, kind: str, **fields: Any) -> str:
         """Durably add one entry and return its hash; fields must be JSON metadata, never content."""
-        clash = set(RESERVED) & fields.keys()
-        if clash:
-            raise ValueError(f"audit fields may not be named {sorted(clash)}")
+        return self.append_pending([(None, kind, fields)])
+
+    def append_pending(self, pending: Sequence[tuple[str | None, str, dict[str, Any]]]) -> str:
+        """Durably add ``(id, kind, fields)`` entries in order, skipping those already in the log; return the
+        newest hash.
+
+        Entries with an id are appended in order by one writer at a time (the vault holds its index's write
+        lock), so if the log's last entry carries the id of one of them, it and those before it were
+        appended by a writer that crashed before it could say so: they are not appended again.
+        """
+        for _, _, fields in pending:
+            clash = set(RESERVED) & fields.keys()
+            if clash:
+                raise ValueError(f"audit fields may not be named {sorted(clash)}")
         restart: dict[str, Any] | None = None
         while True:
             fd = _open_nofollow(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
@@ -172,13 +188,19 @@ class AuditLog:
                     continue  # another process set this file aside while we waited for the lock
                 self._repair_torn_tail(fd)
                 try:
-                    prev, seq = self._tail(fd)
+                    prev, seq, last_id = self._tail(fd)
                 except _Damaged as exc:
                     restart = self._set_aside(str(exc))
                     continue
                 if restart is not None:
                     prev, seq = self._write(fd, seq, prev, "audit_restarted", restart)
-                return self._write(fd, seq, prev, kind, fields)[0]
+                    last_id = None
+                ids = [entry_id for entry_id, _, _ in pending]
+                todo = pending[ids.index(last_id) + 1:] if last_id is not None and last_id in ids else pending
+                for entry_id, kind, fields in todo:
+                    prev, seq = self._write(fd, seq, prev, kind, fields if entry_id is None
+                                            else {**fields, "id": entry_id})
+                return prev
             finally:
                 os.close(fd)  # releases the flock
 
@@ -198,8 +220,8 @@ class AuditLog:
         mine = os.fstat(fd)
         return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
-    def _tail(self, fd: int) -> tuple[str, int]:
-        """``(hash, seq)`` of the last entry, after checking it against the stored head; _Damaged if not."""
+    def _tail(self, fd: int) -> tuple[str, int, str | None]:
+        """``(hash, seq, id)`` of the last entry, after checking it against the stored head; _Damaged if not."""
         try:
             head = self.head()
         except VaultError as exc:
@@ -208,19 +230,20 @@ class AuditLog:
         if not last:
             if head is not None:
                 raise _Damaged(f"the log is empty but its head says entry {head['seq']}: entries were removed")
-            return GENESIS, 0
+            return GENESIS, 0, None
         try:
             entry = _parse_entry(last)
         except ValueError as exc:
             raise _Damaged(f"its last line {exc}: it was edited or damaged") from None
+        last_id = entry.get("id") if isinstance(entry.get("id"), str) else None
         if head is None:
             if entry["seq"] == 1:  # a crash between the first entry and the first head
-                return entry["hash"], 1
+                return entry["hash"], 1, last_id
             raise _Damaged(f"{HEAD_FILE} is missing but the log has {entry['seq']} entries")
         if (entry["seq"], entry["hash"]) == (head["seq"], head["hash"]):
-            return entry["hash"], entry["seq"]
+            return entry["hash"], entry["seq"], last_id
         if entry["seq"] == head["seq"] + 1 and entry.get("prev") == head["hash"]:
-            return entry["hash"], entry["seq"]  # a crash between writing the entry and its head
+            return entry["hash"], entry["seq"], last_id  # a crash between writing the entry and its head
         raise _Damaged(f"its last entry ({entry['seq']}) is not its recorded head (entry {head['seq']}): "
                        "entries were cut off the end or rewritten")
 

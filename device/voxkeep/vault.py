@@ -12,6 +12,9 @@ Crash safety comes from ordering. A recording's file is written durably before i
 crash leaves at worst an orphan file (quarantined by ``reconcile``), never a row without audio. A
 deletion first marks its rows ``deleting`` (committed with synchronous=FULL), then audits, then removes
 files and rows; ``reconcile`` finishes any marked deletion, so an acknowledged deletion never comes back.
+Every audit entry is first queued in the index's ``audit_outbox``, in the same transaction as the change it
+describes, and appended to the log after the commit; ``reconcile`` appends whatever a crash left queued, in
+order and exactly once (see audit.py), so no change that happened goes unaudited.
 
 Deletion leaves no trace: secure_delete zeroes freed SQLite content, the WAL is checkpointed and
 truncated, ``forget_all`` also vacuums. Audit entries never name a recording id; they carry ``ref``, an
@@ -28,6 +31,7 @@ import errno
 import hashlib
 import hmac
 import io
+import json
 import logging
 import os
 import secrets
@@ -91,6 +95,14 @@ CREATE TABLE IF NOT EXISTS consents (
     by TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Audit entries committed with the change they describe, appended to audit.jsonl after the commit and
+-- then removed; start-up appends what a crash left here. Same metadata as the log: refs, never ids.
+CREATE TABLE IF NOT EXISTS audit_outbox (
+    n INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,          -- the entry's own random id, so it is appended exactly once
+    kind TEXT NOT NULL,
+    fields TEXT NOT NULL       -- JSON
+);
 """
 
 
@@ -125,6 +137,8 @@ class ReconcileReport:
     """Names of files without an index row, moved to vault/quarantine/."""
     missing: list[str] = field(default_factory=list)
     """Ids of indexed recordings whose file is gone (the row is kept, so the owner sees it)."""
+    audit_appended: int = 0
+    """Audit entries of changes committed just before a crash, appended to the log now."""
     deletions_finished: int = 0
     """Recordings whose deletion was interrupted by a crash and has now been completed."""
     links_removed: list[str] = field(default_factory=list)
@@ -135,7 +149,7 @@ class ReconcileReport:
     @property
     def clean(self) -> bool:
         return not (self.temp_removed or self.quarantined or self.missing or self.deletions_finished
-                    or self.links_removed or self.not_files)
+                    or self.links_removed or self.not_files or self.audit_appended)
 
     def summary(self) -> str:
         """One log line."""
@@ -146,7 +160,8 @@ class ReconcileReport:
             if self.not_files else "")
         return (f"vault reconciled: {len(self.temp_removed)} partial files removed, {len(self.quarantined)} orphan "
                 f"files quarantined, {len(self.missing)} recordings missing their file, "
-                f"{self.deletions_finished} interrupted deletions finished{odd}")
+                f"{self.deletions_finished} interrupted deletions finished, {self.audit_appended} audit entries "
+                f"of changes committed before a crash appended{odd}")
 
 
 def wav_bytes(pcm: np.ndarray) -> bytes:
@@ -314,12 +329,13 @@ class Vault:
     def add_recipient(self, recipient: str) -> bool:
         """Register another owner public key; False if it was already registered."""
         key = str(parse_recipient(recipient))
-        with self._tx():  # the index write lock also serialises recipients.txt between processes
+        with self._tx() as db:  # the index write lock also serialises recipients.txt between processes
             current = self.recipients()
             if key in current:
                 return False
             write_recipients(self.dir, [*current, key])
-        self.audit("owner_recipient_added", recipient=key)
+            self._queue(db, "owner_recipient_added", recipient=key)
+        self._flush_audit()
         return True
 
     def why_not_recording(self) -> str | None:
@@ -331,8 +347,37 @@ class Vault:
         return None
 
     def audit(self, kind: str, **fields: Any) -> str:
-        """Append an audit entry (metadata only) and return its hash."""
-        return self.audit_log.append(kind, **fields)
+        """Append an audit entry (metadata only) and return the newest hash (this entry's, or a later one's)."""
+        with self._tx() as db:
+            self._queue(db, kind, **fields)
+            return self._append_queued(db)
+
+    def _queue(self, db: sqlite3.Connection, kind: str, **fields: Any) -> str:
+        """Queue an audit entry inside the caller's transaction; return its id."""
+        entry_id = secrets.token_hex(12)
+        db.execute("INSERT INTO audit_outbox (id, kind, fields) VALUES (?, ?, ?)",
+                   (entry_id, kind, json.dumps(fields, sort_keys=True)))
+        return entry_id
+
+    def _flush_audit(self) -> int:
+        """Append every queued entry to the log, oldest first; return how many were queued."""
+        with self._tx() as db:
+            queued = int(db.execute("SELECT count(*) FROM audit_outbox").fetchone()[0])
+            if queued:
+                self._append_queued(db)
+        return queued
+
+    def _append_queued(self, db: sqlite3.Connection) -> str:
+        """Inside a write transaction: append the queued entries and dequeue them, committed together.
+
+        A crash after the append but before the commit leaves them queued, and the log ends with the last
+        of them: ``append_pending`` then skips them by id instead of appending them twice.
+        """
+        rows = db.execute("SELECT n, id, kind, fields FROM audit_outbox ORDER BY n").fetchall()
+        head = self.audit_log.append_pending([(entry_id, kind, json.loads(fields)) for _, entry_id, kind, fields
+                                              in rows])
+        db.execute("DELETE FROM audit_outbox WHERE n <= ?", (rows[-1][0],))
+        return head
 
     def audit_head(self) -> str:
         """Hash of the newest audit entry (the owner may note it to detect later truncation)."""
@@ -367,7 +412,7 @@ class Vault:
         recording_id = secrets.token_hex(12)
         path = self.path_of(recording_id)
         salt = os.urandom(16)
-        indexed = False
+        entry_id: str | None = None
         try:
             self._write(path, ciphertext)
             with self._tx() as db:
@@ -375,10 +420,11 @@ class Vault:
                            "size, salt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (recording_id, float(started_at), len(samples) / SAMPLE_RATE, wake_word, float(score),
                             command, hashlib.sha256(ciphertext).hexdigest(), len(ciphertext), salt))
-            indexed = True
-            self.audit("recording_stored", ref=_ref(salt, recording_id))
+                queued = self._queue(db, "recording_stored", ref=_ref(salt, recording_id))
+            entry_id = queued
+            self._flush_audit()
         except (OSError, sqlite3.Error) as exc:
-            self._undo_store(recording_id, indexed)
+            self._undo_store(recording_id, entry_id)
             if _is_disk_full(exc):
                 log.error("vault: disk full while storing a recording; nothing was kept. Free space in %s "
                           "or lower vault.retention_days", self.dir)
@@ -390,12 +436,14 @@ class Vault:
                  len(ciphertext))
         return recording_id
 
-    def _undo_store(self, recording_id: str, indexed: bool) -> None:
-        """Take back a store that failed half-way; it was never acknowledged."""
+    def _undo_store(self, recording_id: str, entry_id: str | None) -> None:
+        """Take back a store that failed half-way (indexed and its entry queued if ``entry_id``); it was never
+        acknowledged."""
         try:
-            if indexed:
+            if entry_id is not None:
                 with self._tx() as db:
                     db.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
+                    db.execute("DELETE FROM audit_outbox WHERE id = ?", (entry_id,))
             self.path_of(recording_id).unlink(missing_ok=True)
             fsync_dir(self.recordings_dir)
         except (OSError, sqlite3.Error) as exc:  # the file goes only after its row, so nothing dangles
@@ -460,9 +508,12 @@ class Vault:
         with self._tx() as db:
             rows = db.execute(f"SELECT id, salt FROM recordings WHERE deleting = 0 AND ({where})", params).fetchall()
             db.executemany("UPDATE recordings SET deleting = 1 WHERE id = ?", [(r[0],) for r in rows])
+            if rows:
+                self._queue(db, "recordings_deleted", cause=cause, count=len(rows),
+                            refs=[_ref(salt, rid) for rid, salt in rows])
         if not rows:
             return 0
-        self.audit("recordings_deleted", cause=cause, count=len(rows), refs=[_ref(salt, rid) for rid, salt in rows])
+        self._flush_audit()
         self._finish_deletions()
         log.info("vault: deleted %d recording(s) (%s)", len(rows), cause)
         return len(rows)
@@ -484,6 +535,7 @@ class Vault:
     def reconcile(self) -> ReconcileReport:
         """Make index and files agree after a crash; report everything (call once at daemon start)."""
         report = ReconcileReport()
+        report.audit_appended = self._flush_audit()  # before anything below adds entries of its own
         for directory in (self.dir, self.recordings_dir, self.quarantine_dir):
             for path in directory.iterdir():
                 if path.name.startswith(".") and path.name.endswith(TMP_SUFFIX):
@@ -532,7 +584,8 @@ class Vault:
         with self._tx() as db:
             db.execute("INSERT INTO consents (sink, action, at, by) VALUES (?, ?, ?, ?)",
                        (sink, action, self._clock(), by))
-        self.audit(f"consent_{action}", sink=sink, by=by)
+            self._queue(db, f"consent_{action}", sink=sink, by=by)
+        self._flush_audit()
 
     def active_consents(self) -> list[str]:
         """Sinks whose latest ledger entry is a grant (none by default)."""
@@ -555,5 +608,6 @@ class Vault:
                 return False
             db.execute("INSERT INTO forwards (recording_id, sink, size, at) VALUES (?, ?, ?, ?)",
                        (recording_id, sink, int(size), self._clock()))
-        self.audit("forwarded", sink=sink, size=int(size), ref=_ref(row[0], recording_id), **detail)
+            self._queue(db, "forwarded", sink=sink, size=int(size), ref=_ref(row[0], recording_id), **detail)
+        self._flush_audit()
         return True
