@@ -302,3 +302,23 @@ def test_crafted_zips_are_one_clear_line(homes, tmp_path: Path, capsys: pytest.C
     for label, (path, words) in crafted.items():
         err = _one_line_error(capsys, ["verify-export", str(path), "--identity", str(a.key)])
         assert words in err, (label, err)
+
+
+def test_without_unnamed_files_a_partial_export_left_by_a_crash_goes_at_the_next_export(
+        homes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the destination cannot hold O_TMPFILE files (a FAT stick), the bundle has a temporary name."""
+    a, _, _ = homes
+    out_dir = tmp_path / "stick"
+    out_dir.mkdir()
+    crashed = out_dir / ".voxkeep-export-0123456789abcdef.tmp"  # what a kill mid-export leaves there
+    crashed.write_bytes(b"PK\x03\x04 partial ciphertext")
+    elsewhere = tmp_path / "not-ours.tmp"
+    elsewhere.write_bytes(b"keep me")
+    (out_dir / ".voxkeep-export-link.tmp").symlink_to(elsewhere)  # never followed, never removed through
+    (out_dir / "notes.tmp").write_bytes(b"the owner's")
+    monkeypatch.delattr("os.O_TMPFILE")  # the open then fails as on a kernel or filesystem without it
+    assert main(["export", "--out", str(out_dir / "again.zip"), "--state-dir", str(a.state)]) == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == [".voxkeep-export-link.tmp", "again.zip", "notes.tmp"]
+    assert elsewhere.read_bytes() == b"keep me"
+    assert verify_bundle(out_dir / "again.zip", read_identities(a.key)).recordings == 3
+    assert (out_dir / "again.zip").stat().st_mode & 0o777 == 0o600

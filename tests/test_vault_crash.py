@@ -246,7 +246,7 @@ def test_sigkill_while_exporting_leaves_only_whole_bundles(ram_state_dir: Path, 
     rng = random.Random(99)
     finished: set[str] = set()
     checked: set[str] = set()
-    verified = 0
+    verified = left_behind = 0
     for trial in range(60):
         for kind, name in _run_and_kill(state_dir, trial, rng.randrange(1, 3), rng.uniform(0.0, 0.02),
                                         _export_child):
@@ -254,6 +254,10 @@ def test_sigkill_while_exporting_leaves_only_whole_bundles(ram_state_dir: Path, 
                 finished.add(name)
         bundles = {p.name for p in (root / "exports").iterdir() if p.name.endswith(".zip")}
         assert finished <= bundles, f"trial {trial}: an acknowledged export is gone"
+        # A partial bundle is ciphertext outside the state dir, out of reach of 'forget --all': none may stay.
+        partial = [p.name for p in (root / "exports").iterdir() if p.name not in bundles]
+        left_behind += bool(partial)
+        assert not partial, f"trial {trial}: a killed export left {partial}"
         for name in bundles - checked:
             verify_bundle(root / "exports" / name, identities)  # only whole bundles carry the final name
             verified += 1
@@ -264,11 +268,9 @@ def test_sigkill_while_exporting_leaves_only_whole_bundles(ram_state_dir: Path, 
                 f"trial {trial}: an export left the vault needing repair: {report}"
             vault.audit_log.verify()
             assert len(vault.list()) == 3
-    leftovers = [p.name for p in (root / "exports").iterdir() if not p.name.endswith(".zip")]
     print(f"export: 60 SIGKILL trials, {len(finished)} exports acknowledged, {verified} bundles verified, "
-          f"{len(leftovers)} partial temp files left beside them by the kills")
+          f"{left_behind} kills left a partial file beside them")
     assert finished, "no export ever finished; the trials tested nothing"
-    assert all(name.startswith(".") and name.endswith(".tmp") for name in leftovers), leftovers
 
 
 # --- mute -------------------------------------------------------------------------------------------------

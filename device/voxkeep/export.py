@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import secrets
 import stat
 import struct
 import wave
@@ -31,7 +32,7 @@ from typing import Any
 
 from . import SAMPLE_RATE
 from .audit import verify_chain
-from .durable import fsync_dir, temp_name
+from .durable import TMP_SUFFIX, fsync_dir
 from .errors import VaultError
 from .owner import new_file_outside
 from .vault import SUFFIX, Vault, read_regular
@@ -101,8 +102,51 @@ def _forward_destinations(audit_data: bytes) -> list[dict[str, Any]]:
     return sorted(totals.values(), key=lambda d: d["sink"])
 
 
+TEMP_PREFIX = ".voxkeep-export-"
+"""Name of a bundle being written where the destination cannot hold unnamed files (see ``_open_unnamed``)."""
+
+
+def _open_unnamed(directory: Path) -> tuple[int, Path | None]:
+    """A new file in ``directory`` to write the bundle into, and its temporary name (None if it has none).
+
+    The bundle is ciphertext outside the state dir, so ``forget --all`` cannot reach a copy a crash left
+    behind: where the filesystem allows (Linux O_TMPFILE: ext4, tmpfs, btrfs, xfs) the file has no name
+    until it is whole and linked in. Elsewhere (a FAT USB stick, NFS) it gets a temporary name of ours,
+    and any such name a crash left in that directory is removed here, by the next export.
+    """
+    try:
+        return os.open(directory, getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | os.O_CLOEXEC, 0o600), None
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            raise  # EISDIR: a kernel without O_TMPFILE; EOPNOTSUPP/EINVAL: a filesystem without it
+    for stale in directory.glob(f"{TEMP_PREFIX}*{TMP_SUFFIX}"):
+        try:
+            st = stale.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():  # ours: never a link, never another's
+                stale.unlink()
+        except OSError:
+            pass  # gone meanwhile, or not ours to remove
+    tmp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TMP_SUFFIX}"
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), tmp
+
+
+def _link_in(fd: int, out: Path) -> None:
+    """Give the unnamed file ``fd`` the name ``out`` (which must not exist).
+
+    linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N; os.link only makes that call, rather than link(2), which
+    would link the /proc symlink itself, when it is given a directory fd.
+    """
+    directory = os.open(out.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(f"/proc/self/fd/{fd}", out.name, dst_dir_fd=directory, follow_symlinks=True)
+    finally:
+        os.close(directory)
+
+
 def export_bundle(vault: Vault, out: Path, state_dir: Path) -> ExportSummary:
-    """Write the owner's bundle to ``out`` durably (temp -> fsync -> rename -> fsync dir) and audit it."""
+    """Write the owner's bundle to ``out`` durably (fsync, then linked in under its name, fsync dir), audited.
+
+    Nothing carries ``out``'s name, or any other, until the bundle is whole (see ``_open_unnamed``)."""
     out = new_file_outside(out, state_dir, "the export", "forgetting recordings must not leave copies there")
     recordings = vault.list()
     vault.audit("exported", recordings=len(recordings))
@@ -130,37 +174,42 @@ def export_bundle(vault: Vault, out: Path, state_dir: Path) -> ExportSummary:
                   CONSENT_MEMBER: {"kind": "consent_history", **_digest(consents)}},
         **chain,
     }
-    tmp = temp_name(out)
+    fd, tmp = _open_unnamed(out.parent)
     try:
-        with open(tmp, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as bundle:
-            for info in recordings:
-                data = read_regular(vault.path_of(info.id))
-                if data is None:  # deleted meanwhile, reported missing at start-up, or not a plain file
-                    manifest["missing_files"].append(info.id)
-                    continue
-                member = f"recordings/{info.id}{SUFFIX}"
-                bundle.writestr(member, data)
-                manifest["recordings"].append({**info.to_dict(), "kind": "recording", "file": member})
-            for path in sorted(vault.quarantine_dir.iterdir()):
-                data = read_regular(path)
-                if data is not None:  # a link or a directory planted there is never followed into
-                    bundle.writestr(f"quarantine/{path.name}", data)
-                    manifest["quarantined"].append({"file": f"quarantine/{path.name}", "kind": "quarantined_recording",
-                                                    **_digest(data)})
-            for path in vault.audit_log.set_aside():
-                data = read_regular(path)
-                if data is not None:
-                    bundle.writestr(f"{DAMAGED_DIR}/{path.name}", data)
-                    manifest["files"][f"{DAMAGED_DIR}/{path.name}"] = {"kind": "damaged_audit_log", **_digest(data)}
-            bundle.writestr(AUDIT_MEMBER, audit_data)
-            bundle.writestr(CONSENT_MEMBER, consents)
-            bundle.writestr(MANIFEST, json.dumps(manifest, indent=1))
-        with open(tmp, "rb+") as fh:
+        with os.fdopen(fd, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as bundle:
+                for info in recordings:
+                    data = read_regular(vault.path_of(info.id))
+                    if data is None:  # deleted meanwhile, reported missing at start-up, or not a plain file
+                        manifest["missing_files"].append(info.id)
+                        continue
+                    member = f"recordings/{info.id}{SUFFIX}"
+                    bundle.writestr(member, data)
+                    manifest["recordings"].append({**info.to_dict(), "kind": "recording", "file": member})
+                for path in sorted(vault.quarantine_dir.iterdir()):
+                    data = read_regular(path)
+                    if data is not None:  # a link or a directory planted there is never followed into
+                        bundle.writestr(f"quarantine/{path.name}", data)
+                        manifest["quarantined"].append({"file": f"quarantine/{path.name}",
+                                                        "kind": "quarantined_recording", **_digest(data)})
+                for path in vault.audit_log.set_aside():
+                    data = read_regular(path)
+                    if data is not None:
+                        bundle.writestr(f"{DAMAGED_DIR}/{path.name}", data)
+                        manifest["files"][f"{DAMAGED_DIR}/{path.name}"] = {"kind": "damaged_audit_log", **_digest(data)}
+                bundle.writestr(AUDIT_MEMBER, audit_data)
+                bundle.writestr(CONSENT_MEMBER, consents)
+                bundle.writestr(MANIFEST, json.dumps(manifest, indent=1))
+            fh.flush()
+            os.fchmod(fh.fileno(), 0o600)
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, out)
+            if tmp is None:  # give the finished file its name; it never existed under any other
+                _link_in(fh.fileno(), out)
+        if tmp is not None:
+            os.replace(tmp, out)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and not isinstance(exc, VaultError):
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
             raise VaultError(f"cannot write the export to {out.parent}: " + (
