@@ -27,7 +27,7 @@ from .control import ControlServer
 from .daemon import Daemon, FrameHook, RunStats
 from .durable import private_dir
 from .errors import VoxkeepError
-from .events import Deleted, Event, Forwarded, Handled, JsonlWriter, Notice, Recorded, State, Wake
+from .events import Command, Deleted, Event, Forwarded, Handled, JsonlWriter, Notice, Recorded, State, Wake
 from .forward import Forwarder, revoke_consent
 from .handling import UtteranceWorker
 from .indicators import LightView, MuteButton, MuteSwitch, StatusLight, choose_pin_factory
@@ -273,7 +273,11 @@ def _wire_mqtt(app: App, settings: Settings) -> None:
         outcome = app.privacy.request(action, cause)
         return outcome.ok, outcome.message
 
-    bridge = MqttBridge(settings.mqtt, on_command=on_command, version=__version__, state_dir=settings.state_path)
+    arbiter = None
+    if settings.arbitration.enabled:
+        arbiter = _arbiter(app, settings, lambda: bridge)
+    bridge = MqttBridge(settings.mqtt, on_command=on_command, version=__version__, state_dir=settings.state_path,
+                        on_arbitration=arbiter.receive if arbiter else None)
 
     def observe(event: Event) -> None:
         bridge.publish_event(event)
@@ -290,6 +294,35 @@ def _wire_mqtt(app: App, settings: Settings) -> None:
     app.starters.append(lambda: (bridge.start(), bridge.publish_state(app.status()),
                                  threading.Thread(target=refresh, name="mqtt-refresh", daemon=True).start()))
     app.stoppers.append(bridge.stop)
+    if arbiter is not None:
+        app.daemon.arbiter = arbiter
+        app.starters.append(arbiter.start)
+        app.stoppers.append(arbiter.stop)
+
+
+def _arbiter(app: App, settings: Settings, bridge: Callable[[], Any]) -> Any:
+    """The speaker's part in the home's arbitration (voxkeep.arbitration), speaking through the MQTT bridge."""
+    from .arbitration import Arbiter
+    from .mqtt import resolve_device_id
+
+    def house_command(command: str, winner: str) -> None:
+        """A speaker that won a wake we also heard was told "don't record anymore" or "stop sharing"."""
+        cause = f"house:{winner}"
+        try:
+            app.vault.audit("house_command", command=command, winner=winner)
+        except (VoxkeepError, OSError) as exc:  # in force all the same; say it is unaudited
+            log.error("the house command %s from %s is not in the audit log: %s", command, winner, exc)
+        if command == "stop_recording":
+            app.privacy.request("recording_off", cause)
+        else:
+            revoke_consent(app.vault, None, cause)
+        app.bus.publish(Command(t=app.daemon.clock(), command=command))
+        app.bus.publish(Notice(t=app.daemon.clock(), level="info", message=f"{command}: said to {winner}, "
+                                                                            "applied here too"))
+
+    return Arbiter(settings.arbitration, resolve_device_id(settings.mqtt), send=lambda t, p: bridge().send(t, p),
+                   connected=lambda: bridge().connected, publish=app.bus.publish, clock=app.daemon.clock,
+                   on_house_command=house_command)
 
 
 class _LightFeed:

@@ -11,6 +11,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -107,6 +108,8 @@ class Utterance:
     """Whether the mode allowed keeping audio when the wake was heard (checked again when storing)."""
     wall_time: float
     """Unix time of the wake, for the vault's index."""
+    arbitration: Any = None
+    """The wake's round among the home's speakers (voxkeep.arbitration.Round), when arbitration is on."""
 
 
 class UtteranceCapture:

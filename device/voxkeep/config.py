@@ -237,6 +237,17 @@ class SatelliteSettings:
 
 
 @dataclass(frozen=True)
+class ArbitrationSettings:
+    enabled: bool = False
+    """Several speakers in one home answer once: on a wake each claims it on the broker and only the one
+    that heard it loudest (its room's noise taken out) answers; the others keep nothing. Needs [mqtt]; with
+    the broker down each speaker answers alone."""
+    window_ms: int = 150
+    """How long a speaker waits for the other speakers' claims after its wake, in milliseconds. Clocks may
+    differ by up to 500 ms (use NTP); a claim arriving after this window is too late to count."""
+
+
+@dataclass(frozen=True)
 class Settings:
     state_dir: str = ""
     """Where state, the vault and the control socket live; "" for the default (see README)."""
@@ -252,6 +263,7 @@ class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     forward: ForwardSettings = field(default_factory=ForwardSettings)
     satellite: SatelliteSettings = field(default_factory=SatelliteSettings)
+    arbitration: ArbitrationSettings = field(default_factory=ArbitrationSettings)
 
     @property
     def state_path(self) -> Path:
@@ -393,6 +405,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "mqtt.reconnect_max_seconds": (0.01, 86_400.0),
     "forward.timeout_seconds": (0.1, 600.0), "forward.retry_seconds": (0.0, 86_400.0),
     "satellite.max_reply_seconds": (1.0, 600.0),
+    "arbitration.window_ms": (20, 2000),
 }
 """The finite range (inclusive) of every number a config may hold; ``*`` is any key of a table or list."""
 OTHER_NUMBER_LIMIT = 1e9
@@ -470,6 +483,9 @@ def validate(s: Settings) -> None:
     if fwd.wyoming_uri:
         _check_tcp_uri("forward.wyoming_uri", fwd.wyoming_uri, "tcp://host:port, e.g. tcp://homeassistant.lan:10300")
     _check_satellite(s.satellite)
+    if s.arbitration.enabled and not s.mqtt.host:
+        raise ConfigError("'arbitration.enabled' needs the household broker: set 'mqtt.host' in [mqtt], or set "
+                          "arbitration.enabled = false")
 
 
 def _check_tcp_uri(key: str, uri: str, form: str) -> None:

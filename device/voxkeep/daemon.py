@@ -9,6 +9,7 @@ the loop obeys it by closing and reopening the stream and reports what the strea
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import FRAME_SAMPLES
+from .arbitration import Arbiter, Round, strength_of
 from .audio import AudioSource
 from .bus import EventBus
 from .capture import (
@@ -100,6 +102,10 @@ class Daemon:
         self.on_frame = on_frame
         self.stop = stop or threading.Event()
         self.wall_clock = wall_clock
+        self.arbiter: Arbiter | None = None
+        """Set when [arbitration] is on: each wake is claimed among the home's speakers."""
+        self._round: Round | None = None
+        """The open capture's arbitration round."""
         self.t = 0.0
         """Seconds of audio since the input started (advances with wall time while a live mic is muted)."""
         self._muted_seconds = 0.0
@@ -166,7 +172,7 @@ class Daemon:
     def _while_muted(self) -> bool:
         """Muted: close the stream (live) or discard input (files). False when the run should end."""
         if self._capture is not None:
-            self._capture = None  # a mute mid-utterance keeps nothing of it
+            self._capture = self._round = None  # a mute mid-utterance keeps nothing of it
         if self.source.live:
             if self.source.is_open:
                 self.source.close()
@@ -211,10 +217,13 @@ class Daemon:
         self._endpointer.observe(speech_dbfs(frame))
         self._advance()
         if self._capture is not None:
-            done = self._capture.feed(frame, self.t)
-            if done is not None:
-                self._capture = None
-                self._submit(done)
+            if self._round is not None and self._round.lost:
+                self._capture = self._round = None  # another speaker answers this wake: keep or judge nothing
+            else:
+                done = self._capture.feed(frame, self.t)
+                if done is not None:
+                    self._capture = None
+                    self._submit(done)
         # A hit within the refractory period of the last wake is that wake's own phrase still scoring,
         # possibly on another model ("hey jarvis" also scores as hey_marvin): never a new request.
         hits = [h for h in hits if self.stats.frames - self._woke_at > self._refractory_frames]
@@ -253,11 +262,14 @@ class Daemon:
             self._submit(self._capture.finish(t, drop_frames=self._phrase_frames))
             self._capture = None
         self.bus.publish(Wake(t=t, wake_word=hit.wake_word, score=round(hit.score, 4)))
+        frames = self._history.frames()
+        if self.arbiter is not None:  # hands the claim over; the answer comes back on self._round
+            self._round = self.arbiter.claim(hit.wake_word, strength_of(frames[-self._phrase_frames:],
+                                                                        self._endpointer.floor), hit.score)
         store_allowed = self.privacy.mode is Mode.LISTENING
         max_seconds = self.settings.commands.max_seconds
         if store_allowed:
             max_seconds = max(max_seconds, self.settings.vault.max_utterance_seconds)
-        frames = self._history.frames()
         # Not recording: keep only what the command window needs, never the pre-roll to store.
         preroll = frames[-max(self._preroll_frames, self._lead_frames):] if store_allowed else \
             frames[-self._lead_frames:]
@@ -268,5 +280,8 @@ class Daemon:
         return True
 
     def _submit(self, utterance: Any) -> None:
+        if self._round is not None:  # the worker holds it until the round is decided
+            utterance = dataclasses.replace(utterance, arbitration=self._round)
+            self._round = None
         self.worker.submit(utterance, wait=not self.source.live)
 

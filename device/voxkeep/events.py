@@ -140,6 +140,24 @@ class Handled(Event):
     reason: str
 
 
+@dataclass(frozen=True)
+class Arbitration(Event):
+    """Which speaker of the home answers this wake (voxkeep.arbitration); the loser keeps nothing of it.
+
+    ``margin``: by how many dB the winner's strength beat the runner-up (as the winner) or this speaker
+    (as a loser); None when no other speaker claimed it. ``claims``: how many speakers' claims were compared
+    (1 = this one alone). ``reason`` says why it answered alone ("broker unreachable"), else "".
+    """
+
+    TYPE: ClassVar[str] = "arbitration"
+    wake_word: str
+    outcome: str
+    winner: str
+    margin: float | None
+    claims: int
+    reason: str
+
+
 def _open_private(target: str) -> TextIO:
     """Open ``target`` for writing as 0600: events can hold transcripts. An existing regular file is
     tightened too; a device or FIFO (``/dev/null``, a pipe) is left as it is."""

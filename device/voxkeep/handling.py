@@ -106,12 +106,16 @@ class UtteranceWorker:
                 self._queue.task_done()
 
     def _handle(self, u: Utterance) -> None:
+        if u.arbitration is not None and not u.arbitration.wait_won():
+            return  # another speaker answered this wake: nothing recognised, stored or sent (the arbiter said so)
         command = self._recognise(u)
         t_cmd = u.t_wake + (len(u.pcm) - u.command_start) / SAMPLE_RATE
         if command is not None:
             self.stats["commands"] += 1
             self._publish(Command(t=min(t_cmd, u.t_end), command=command))
             self._obey(command, u.t_end)
+            if u.arbitration is not None:
+                u.arbitration.tell(command)  # "don't record anymore" was said to the whole house
             if self._on_command is not None:
                 self._on_command(command)
             self._publish(Handled(t=u.t_end, wake_word=u.wake_word, outcome="command", reason=""))

@@ -51,6 +51,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from .arbitration import TOPIC_PREFIX as ARBITRATION_TOPICS
 from .config import MqttSettings
 from .durable import atomic_write
 from .errors import ConfigError
@@ -313,7 +314,10 @@ class MqttBridge:
     """Publishes state, events and discovery; hands ``<base>/set`` commands to ``on_command``."""
 
     def __init__(self, settings: MqttSettings, *, on_command: OnCommand, version: str,
-                 clock: Callable[[], float] = time.monotonic, state_dir: Path | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, state_dir: Path | None = None,
+                 on_arbitration: Callable[[str, bytes, bool], None] | None = None) -> None:
+        """``on_arbitration(topic, payload, retained)`` gets every message on ``voxkeep/arbitration/#``
+        (subscribed only when given), on the bridge thread; it must return at once."""
         if not 0 < settings.reconnect_min_seconds <= settings.reconnect_max_seconds:
             raise ConfigError("'mqtt.reconnect_min_seconds' must be above 0 and at most 'reconnect_max_seconds'")
         self.settings = settings
@@ -321,6 +325,7 @@ class MqttBridge:
         self.topics = Topics(f"voxkeep/{self.device_id}", settings.discovery_prefix.rstrip("/"))
         self.discovery = discovery_configs(self.topics, self.device_id, version)
         self._on_command = on_command
+        self._on_arbitration = on_arbitration
         self._quiet = _Quiet(clock)
         self._inbox: deque[tuple[Any, ...]] = deque(maxlen=256)
         self.client_id = client_id_for(settings, self.device_id, state_dir)
@@ -362,6 +367,13 @@ class MqttBridge:
         """Queue a wake or command event; every other type, and anything while offline, is dropped."""
         if event.TYPE in PUBLISHED_EVENTS and self._connected.is_set():
             self._events.append(event)
+
+    def send(self, topic: str, payload: str) -> bool:
+        """Publish now at QoS 0 from any thread but the audio loop (paho queues it and wakes its loop);
+        False while offline. For messages that are worthless late, such as arbitration claims."""
+        if not self._connected.is_set():
+            return False
+        return self._client.publish(topic, payload, qos=0).rc == mqtt.MQTT_ERR_SUCCESS
 
     @property
     def connected(self) -> bool:
@@ -435,7 +447,8 @@ class MqttBridge:
         self._quiet.clear("connection")
         self._backoff = self.settings.reconnect_min_seconds
         log.info("connected to MQTT broker %s:%s as %s", self.settings.host, self.settings.port, self.topics.base)
-        self._client.subscribe([(self.topics.set, 1), (self.topics.ha_status, 1)])
+        self._client.subscribe([(self.topics.set, 1), (self.topics.ha_status, 1)]
+                               + ([(f"{ARBITRATION_TOPICS}/#", 0)] if self._on_arbitration else []))
         self._publish(self.topics.availability, "online", retain=True)
         self._announce()
         self._connected.set()
@@ -448,6 +461,9 @@ class MqttBridge:
             self._publish(self.topics.state, self._state_payload, retain=True)
 
     def _message(self, topic: str, payload: bytes, retained: bool) -> None:
+        if self._on_arbitration is not None and topic.startswith(f"{ARBITRATION_TOPICS}/"):
+            self._on_arbitration(topic, payload, retained)
+            return
         if topic == self.topics.ha_status:
             if payload.strip() == b"online":
                 self._announce()

@@ -33,7 +33,9 @@ class FakeStream:
 
     def _pump(self) -> None:
         """Deliver the device's audio in chunks, at ``pa.speed`` times real time (0 = as fast as taken)."""
-        started, chunks = time.monotonic(), 0
+        # Paced from the room's start, so microphones that opened a little apart still hear it together.
+        started, chunks = (time.monotonic() if self.pa.start_at is None else self.pa.start_at), 0
+        self._stop.wait(max(0.0, started - time.monotonic()))
         while not self._stop.is_set():
             data = self.pa.take(self.chunk, self.rate, self.channels)
             if data is None:
@@ -72,6 +74,9 @@ class FakePyAudio:
         self.channels = channels
         self.accepts_16k = accepts_16k
         self.speed = speed
+        self.start_at: float | None = None
+        """``time.monotonic()`` at which the room starts talking (set before the streams open): several speakers
+        in one home hear it together."""
         self.streams: list[FakeStream] = []
         self._pos = 0.0  # seconds of audio delivered so far
         self._lock = threading.Lock()
