@@ -135,9 +135,11 @@ def test_arbiters_agree_the_loser_knows_early_and_a_winner_passes_a_house_comman
         r_far = far.claim("alexa", -32.0, 0.95)
         assert r_far.wait_won() is False and r_near.wait_won() is True
         assert r_far.decided_at < r_near.deadline  # lost before the window closed: its LED goes back at once
+        assert any(isinstance(e, Handled) and e.reason == "another speaker answered" for e in ev_far)
+        # Who won is said once the window has closed and every claim is in.
+        assert wait_until(lambda: any(isinstance(e, Arbitration) for e in ev_far))
         lost = next(e for e in ev_far if isinstance(e, Arbitration))
         assert (lost.outcome, lost.winner, lost.margin, lost.claims) == ("lost", "kitchen", 12.0, 2)
-        assert any(isinstance(e, Handled) and e.reason == "kitchen answered" for e in ev_far)
         won = next(e for e in ev_near if isinstance(e, Arbitration))
         assert (won.outcome, won.winner, won.margin) == ("won", "kitchen", 12.0)
 
@@ -191,30 +193,43 @@ def test_arbitration_needs_a_broker() -> None:
 
 SPEED = 2.0
 """The rooms talk at twice real time: the three daemons still meet in real wall-clock windows."""
-REQUESTS = ["what will the weather be like tomorrow", "play some music in here", "set a timer for ten minutes",
+WINDOW_MS = 300
+"""Twice the default: here three speakers share one process (one GIL) on a machine that runs other work
+too, where a thread may wait 100 ms for the CPU; each real speaker has a CPU of its own."""
+REQUESTS = ["what will the weather be like tomorrow", "turn on the kitchen lights", "set a timer for ten minutes",
             "what time is it"]
-ROOMS = (("kitchen", 1.0, 300.0), ("living", 0.5, 20.0), ("bedroom", 0.25, 20.0))
-"""(device, gain of the voice, noise std): 0, -6 and -12 dB, the nearest by a running dishwasher."""
+ROOMS = (("kitchen", 1.0, 30.0), ("living", 0.5, 10.0), ("bedroom", 0.25, 10.0))
+"""(device, gain of the voice, noise std): 0, -6 and -12 dB, the nearest in a room 10 dB noisier (by its
+speech-to-noise ratio the middle one would win)."""
 
 
 def _home_scene(wakes: int) -> tuple[np.ndarray, dict[str, float]]:
     """The words said in the home, and the audio time each phase starts."""
-    alexa = speak("alexa")
+    def say(text: str) -> np.ndarray:
+        return speak(text, voice="en+f4", speed=140)  # the voice the wake model and the recogniser both know
+
+    alexa = say("alexa")
     parts: list[np.ndarray] = [silence(4.0)]
     marks: dict[str, float] = {}
 
     def at() -> float:
+        """Where the next part starts; each wake starts on a frame, as a wake score depends on the offset."""
+        parts.append(silence(-sum(len(p) for p in parts) % FRAME_SAMPLES / 16000))
         return sum(len(p) for p in parts) / 16000
 
+    # One request before the counted ones: the first wake after start loads models lazily, which holds up
+    # one of three daemons sharing a process by a second; a real speaker has long done that.
+    marks["warm_up"] = at()
+    parts += [alexa, silence(0.3), say("what time is it"), silence(2.6)]
     for i in range(wakes):
         marks[f"wake{i}"] = at()
-        parts += [alexa, silence(0.3), speak(REQUESTS[i % len(REQUESTS)]), silence(2.6)]
+        parts += [alexa, silence(0.3), say(REQUESTS[i % len(REQUESTS)]), silence(2.6)]
     marks["stop"] = at()
-    parts += [alexa, silence(0.2), speak("don't record anymore"), silence(6.0)]
+    parts += [say("alexa, don't record anymore"), silence(6.0)]
     marks["after_stop"] = at()
-    parts += [alexa, silence(0.3), speak("what time is it"), silence(12.0)]
+    parts += [alexa, silence(0.3), say("what time is it"), silence(12.0)]
     marks["broker_down"] = at()
-    parts += [alexa, silence(0.3), speak("what time is it"), silence(4.0)]
+    parts += [alexa, silence(0.3), say("what time is it"), silence(4.0)]
     marks["end"] = at()
     return np.concatenate(parts), marks
 
@@ -246,7 +261,7 @@ def test_three_speakers_one_answer_by_the_nearest(own_broker: Broker, tmp_path: 
             "mqtt": {"host": "127.0.0.1", "port": own_broker.port, "username": "voxkeep",
                      "password_file": str(password), "device_id": f"{room}-{home}",
                      "reconnect_min_seconds": 0.1, "reconnect_max_seconds": 0.5},
-            "arbitration": {"enabled": True}})
+            "arbitration": {"enabled": True, "window_ms": WINDOW_MS}})
         app = build_app(settings, source=MicSource(pa_module=mic), extra_observers=[events.put], control=False)
         speakers[room] = {"app": app, "mic": mic, "events": events, "seen": []}
     start = time.monotonic() + 1.5
@@ -270,17 +285,25 @@ def test_three_speakers_one_answer_by_the_nearest(own_broker: Broker, tmp_path: 
             time.sleep(0.05)
         return False
 
+    def story() -> str:
+        """What each speaker did, for a failure message."""
+        keep = ("wake", "arbitration", "handled", "command", "recorded", "state")
+        return "\n".join(f"{r}: " + " ".join(f"{e['t']:.2f}:{e['type']}:{e.get('outcome') or e.get('command') or ''}"
+                                              f":{e.get('reason') or e.get('margin') or ''}"
+                                              for e in s["seen"] if e["type"] in keep)
+                         for r, s in speakers.items())
+
     def in_phase(room: str, kind: str, phase: str) -> list[dict[str, Any]]:
         return [e for e in speakers[room]["seen"] if e["type"] == kind and _phase(marks, e["t"]) == phase]
 
     try:
         # The owner says "don't record anymore" once, to the kitchen: all three stop recording.
         assert seen_until(lambda: all(not s["app"].privacy.snapshot()["recording_enabled"]
-                                      for s in speakers.values()), (marks["after_stop"] + 4) / SPEED + 10)
+                                      for s in speakers.values()), (marks["after_stop"] + 4) / SPEED + 10), story()
         # Then the broker dies: each speaker answers alone, none goes deaf.
-        assert seen_until(lambda: in_phase("kitchen", "handled", "after_stop"), 20)
+        assert seen_until(lambda: in_phase("kitchen", "handled", "after_stop"), 20), story()
         own_broker.kill()
-        assert seen_until(lambda: all(in_phase(r, "handled", "broker_down") for r in speakers), 30)
+        assert seen_until(lambda: all(in_phase(r, "handled", "broker_down") for r in speakers), 30), story()
     finally:
         for s in speakers.values():
             s["app"].daemon.stop.set()
@@ -294,9 +317,7 @@ def test_three_speakers_one_answer_by_the_nearest(own_broker: Broker, tmp_path: 
         phase = f"wake{i}"
         handlers = [r for r in speakers if in_phase(r, "recorded", phase)]
         right += handlers == ["kitchen"]
-    assert right >= 19, {r: [(e["type"], round(e["t"], 2), e.get("outcome"), e.get("reason"))
-                             for e in s["seen"] if e["type"] in ("wake", "arbitration", "handled")]
-                         for r, s in speakers.items()}
+    assert right >= 19, story()
     recorded_before_stop = {r: sum(len(in_phase(r, "recorded", f"wake{i}")) for i in range(wakes))
                             for r in speakers}
     assert recorded_before_stop["living"] == recorded_before_stop["bedroom"] == 0
@@ -307,7 +328,7 @@ def test_three_speakers_one_answer_by_the_nearest(own_broker: Broker, tmp_path: 
         wakes_t = [e["t"] for e in speakers[room]["seen"] if e["type"] == "wake"]
         gaps = [h["t"] - max(w for w in wakes_t if w <= h["t"]) for h in speakers[room]["seen"]
                 if h["type"] == "handled" and h["reason"].endswith("answered")]
-        assert gaps and float(np.median(gaps)) <= 0.2 * SPEED  # 200 ms of wall time
+        assert gaps and float(np.median(gaps)) <= 0.2 * SPEED  # 200 ms of wall time: it learnt early
         # Nothing was recognised from a lost wake: no command but the house's own.
         assert [e["command"] for e in speakers[room]["seen"] if e["type"] == "command"] == ["stop_recording"]
     # 2. "Don't record anymore", said once: stopped on all three, each in its own audit log.

@@ -305,36 +305,46 @@ class Arbiter:
             self._consider(round_, claim)
 
     def _consider(self, round_: Round, claim: Claim) -> None:
-        if round_.outcome is not None or claim.wake_word != round_.own.wake_word \
+        if claim.wake_word != round_.own.wake_word \
                 or abs(claim.at - round_.own.at) > SKEW_SECONDS + self.window:
             return  # another wake (or already decided)
         best = round_.others.get(claim.device)
         if best is None or claim.strength > best.strength:
             round_.others[claim.device] = claim
-        if decide([round_.own, claim])[0] is not round_.own:
-            self._finish(round_, "")  # someone heard it better: no later claim can make us win
+        if round_.outcome is None and decide([round_.own, claim])[0] is not round_.own:
+            self._lose(round_)  # someone heard it better: no later claim can make us win
+
+    def _lose(self, round_: Round) -> None:
+        """Lost before the window closed: stop at once (the loop drops the capture on its next frame, the LED
+        stops showing a request); the event naming the winner waits for the window, when every claim is in."""
+        round_.outcome = "lost"
+        round_.decided_at = time.monotonic()
+        round_._done.set()
+        self._lost.append(round_)
+        self._publish(Handled(t=self._clock(), wake_word=round_.own.wake_word, outcome="not_recorded",
+                              reason="another speaker answered"))
 
     def _finish(self, round_: Round, reason: str) -> None:
-        if round_.outcome is not None:
-            return
+        """The window has closed (or there is none): decide, and tell."""
         if round_ in self._open:
             self._open.remove(round_)
+        # A claim answers one wake of ours: the next wake (back to back) waits for claims of its own.
+        counted = set(map(id, round_.others.values()))
+        self._recent = deque((c for c in self._recent if id(c) not in counted), maxlen=self._recent.maxlen)
         winner, lead = decide([round_.own, *round_.others.values()])
-        won = winner is round_.own
         round_.winner = winner
-        round_.outcome = "won" if won else "lost"
-        round_.decided_at = time.monotonic()
+        if round_.outcome is None:
+            if winner is not round_.own:  # (only a claim that arrived in the window could do this)
+                self._lose(round_)
+            else:
+                round_.outcome = "won"
+                round_.decided_at = time.monotonic()
+                round_._done.set()
+        won = round_.outcome == "won"
         margin = lead if won else winner.strength - round_.own.strength
-        round_._done.set()
-        t = self._clock()
-        self._publish(Arbitration(t=t, wake_word=round_.own.wake_word, outcome=round_.outcome,
+        self._publish(Arbitration(t=self._clock(), wake_word=round_.own.wake_word, outcome=str(round_.outcome),
                                   winner=winner.device, margin=None if margin is None else round(margin, 2),
                                   claims=1 + len(round_.others), reason=reason))
-        if not won:
-            self._lost.append(round_)
-            # The LED stops showing a request at once; the loop drops the capture on its next frame.
-            self._publish(Handled(t=t, wake_word=round_.own.wake_word, outcome="not_recorded",
-                                  reason=f"{winner.device} answered"))
 
     def _pass_on(self, round_: Round, command: str) -> None:
         payload = json.dumps({"device": self.device_id, "id": round_.own.claim_id, "command": command})

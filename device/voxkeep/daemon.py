@@ -106,6 +106,9 @@ class Daemon:
         """Set when [arbitration] is on: each wake is claimed among the home's speakers."""
         self._round: Round | None = None
         """The open capture's arbitration round."""
+        self.pace_origin: float | None = None
+        """``time.monotonic()`` from which realtime file input is paced (default: the loop's start), so that
+        simulated speakers in one home hear the same file together."""
         self.t = 0.0
         """Seconds of audio since the input started (advances with wall time while a live mic is muted)."""
         self._muted_seconds = 0.0
@@ -151,7 +154,7 @@ class Daemon:
         return self.stats
 
     def _loop(self) -> None:
-        pace_origin = time.monotonic()
+        pace_origin = time.monotonic() if self.pace_origin is None else self.pace_origin
         while not self.stop.is_set():
             if self.privacy.muted:
                 if not self._while_muted():

@@ -24,6 +24,12 @@ Scenario format (TOML; the bundled ones are in voxkeep/scenarios/):
     gpio.mute_switch_pin = 22                 # default pins: led 17, button 27, no switch; with
                                               # gpio.rgb_pins = [5, 6, 13] the LED reads "on, RGB red"
 
+    rooms = [{ device = "living", gain_db = -9 }]   # optional: other speakers of the home (1-3), hearing
+                                              # the same audio gain_db quieter, each a real daemon with its
+                                              # own vault; needs [settings] arbitration.enabled = true (a
+                                              # loopback Mosquitto joins them if no mqtt.host is set) and
+                                              # runs in real time, since they meet in wall-clock windows
+
     [[step]]                                  # steps run in order; each starts where the last ended
     say = "alexa, what will the weather be tomorrow"   # spoken line (voice/speed/engine/gain_db optional;
                                               # at most 2000 characters, spoken as written, even "-w...")
@@ -65,7 +71,9 @@ expectation: ``events`` must each be seen, ``no_events`` must not be; an event i
 "command:stop_recording", "handled:not_recorded", "state:muted", "wake_rejected". ``mode`` is the privacy
 mode, ``led`` what the virtual LED shows (``StatusLight.describe()``: "off", "on", "blinking"; with RGB pins
 "red", "amber", ...), ``mic_open`` whether the microphone is open, ``recordings`` how many the vault holds,
-``forwarded_bytes`` the bytes that left the device so far (``forwarded`` events).
+``forwarded_bytes`` the bytes that left the device so far (``forwarded`` events); with ``rooms``,
+``elsewhere`` lists events every other speaker must have seen since the last check and
+``elsewhere_recordings`` how many recordings the other speakers hold together.
 """
 
 from __future__ import annotations
@@ -108,9 +116,10 @@ ACTIONS = ("say", "play", "silence", "press", "switch", "owner", "mqtt", "consen
 SINKS = ForwardSettings.SINKS
 OWNER_ACTIONS = ("mute", "unmute", "recording_on", "recording_off")
 NOISE_KINDS = ("white", "pink", "brown", "babble")
-EXPECT_KEYS = ("events", "no_events", "mode", "led", "mic_open", "recordings", "forwarded_bytes")
+EXPECT_KEYS = ("events", "no_events", "mode", "led", "mic_open", "recordings", "forwarded_bytes", "elsewhere",
+               "elsewhere_recordings")
 STEP_KEYS = (*ACTIONS, "pause", "voice", "speed", "engine", "gain_db", "expect")
-TOP_KEYS = ("title", "description", "seed", "voice", "noise", "settings", "step")
+TOP_KEYS = ("title", "description", "seed", "voice", "noise", "settings", "rooms", "step")
 
 BABBLE_LINES = (
     "did you remember to buy the milk on the way home",
@@ -140,12 +149,15 @@ class Expect:
     mic_open: bool | None = None
     recordings: int | None = None
     forwarded_bytes: int | None = None
+    elsewhere: tuple[str, ...] = ()
+    elsewhere_recordings: int | None = None
 
     def describe(self) -> str:
         """The expectation in a few words, for the timeline."""
         parts = [f"{', '.join(self.events)} seen"] if self.events else []
         parts += [f"no {', '.join(self.no_events)}"] if self.no_events else []
-        for name in ("mode", "led", "mic_open", "recordings", "forwarded_bytes"):
+        parts += [f"{', '.join(self.elsewhere)} seen elsewhere"] if self.elsewhere else []
+        for name in ("mode", "led", "mic_open", "recordings", "forwarded_bytes", "elsewhere_recordings"):
             value = getattr(self, name)
             if value is not None:
                 parts.append(f"{name.replace('_', ' ')} {json.dumps(value) if isinstance(value, bool) else value}")
@@ -176,6 +188,14 @@ class Noise:
 
 
 @dataclass(frozen=True)
+class Room:
+    """Another speaker of the home, further from whoever speaks."""
+
+    device: str
+    gain_db: float
+
+
+@dataclass(frozen=True)
 class Scenario:
     """A parsed, checked scenario file."""
 
@@ -186,6 +206,7 @@ class Scenario:
     settings: dict[str, Any]
     noise: Noise | None
     steps: tuple[Step, ...]
+    rooms: tuple[Room, ...] = ()
 
 
 class _Locator:
@@ -289,7 +310,22 @@ def parse_scenario(data: dict[str, Any], path: Path, text: str) -> Scenario:
         raise check.fail(at.key("step") if "step" in data else len(text.splitlines()) or 1,
                          "a scenario needs at least one [[step]], e.g. [[step]] say = \"alexa, hello\"")
     steps = tuple(_parse_step(i, raw, check, at, voice, path.parent) for i, raw in enumerate(raw_steps))
-    return Scenario(path, title, description.strip(), seed, settings, noise, steps)
+    return Scenario(path, title, description.strip(), seed, settings, noise, steps,
+                    _parse_rooms(data.get("rooms", []), check, at.key("rooms") if "rooms" in data else 1))
+
+
+def _parse_rooms(raw: Any, check: _Checker, line: int) -> tuple[Room, ...]:
+    if not isinstance(raw, list) or len(raw) > 3:
+        raise check.fail(line, 'rooms must be a list of at most 3 tables, e.g. [{ device = "living", gain_db = -9 }]')
+    rooms = []
+    for entry in raw:
+        table = check.table(entry, "a room", line, ("device", "gain_db"))
+        device = check.text(table.get("device"), "a room's device", line)
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", device):
+            raise check.fail(line, f"a room's device {device[:40]!r} may only hold letters, digits, '_' and '-'")
+        rooms.append(Room(device, check.number(table.get("gain_db", -6.0), "a room's gain_db", line,
+                                               minimum=-60, maximum=0)))
+    return tuple(rooms)
 
 
 def _parse_noise(raw: Any, check: _Checker, line: int) -> Noise:
@@ -367,7 +403,7 @@ def _parse_step(index: int, raw: Any, check: _Checker, at: _Locator, voice: dict
 def _parse_expect(raw: Any, check: _Checker, line: int, index: int) -> Expect:
     table = check.table(raw, f"step {index + 1}'s expect", line, EXPECT_KEYS)
     lists: dict[str, tuple[str, ...]] = {}
-    for key in ("events", "no_events"):
+    for key in ("events", "no_events", "elsewhere"):
         value = table.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise check.fail(line, f"expect.{key} must be a list of event names like [\"wake:alexa\", \"recorded\"]")
@@ -387,13 +423,14 @@ def _parse_expect(raw: Any, check: _Checker, line: int, index: int) -> Expect:
     if mic_open is not None and not isinstance(mic_open, bool):
         raise check.fail(line, f"expect.mic_open must be true or false, not {mic_open!r}")
     counts: dict[str, int | None] = {}
-    for key in ("recordings", "forwarded_bytes"):
+    for key in ("recordings", "forwarded_bytes", "elsewhere_recordings"):
         value = table.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise check.fail(line, f"expect.{key} must be a whole number, 0 or more, not {value!r}")
         counts[key] = value
     return Expect(line=line, events=lists["events"], no_events=lists["no_events"], mode=mode, led=led,
-                  mic_open=mic_open, recordings=counts["recordings"], forwarded_bytes=counts["forwarded_bytes"])
+                  mic_open=mic_open, recordings=counts["recordings"], forwarded_bytes=counts["forwarded_bytes"],
+                  elsewhere=lists["elsewhere"], elsewhere_recordings=counts["elsewhere_recordings"])
 
 
 def _event_types() -> set[str]:
@@ -598,7 +635,7 @@ class Outcome:
 
 DETAIL_FIELD = {"wake": "wake_word", "wake_rejected": "wake_word", "command": "command", "state": "mode",
                 "recorded": "wake_word", "deleted": "cause", "handled": "outcome", "forwarded": "sink",
-                "transcript": "sink", "notice": "level"}
+                "transcript": "sink", "notice": "level", "arbitration": "outcome"}
 """The field after the colon in an expectation's event name, e.g. "handled:recorded"."""
 
 
@@ -653,6 +690,7 @@ class Simulation:
         self.home_assistant: Any = None
         """The loopback Home Assistant (voxkeep.testing.homeassistant), for scenarios with the satellite."""
         self._speaker: Any = None
+        self._rooms: _OtherRooms | None = None
 
     def run(self) -> Outcome:
         """Build the daemon on virtual hardware, play the scenario through it and collect what happened."""
@@ -676,6 +714,9 @@ class Simulation:
         switch = self.settings.gpio.mute_switch_pin
         if switch is not None:  # the switch starts released: its contact holds the line low against the pull-up
             self.factory.pin(switch).grounded = True
+        if self.scenario.rooms:
+            self._rooms = _OtherRooms(self.scenario, self.settings, self.wav, self.rendered)
+            self.settings = self._rooms.settings
         app = build_app(self.settings, source=WavFileSource(self.wav), events_out=self.events_out,
                         extra_observers=[self.collector], on_frame=self._on_frame, pin_factory=self.factory,
                         control=False, pa_module=self._speaker)
@@ -689,8 +730,12 @@ class Simulation:
             if any(c.step.action == "mqtt" for c in self._pending):
                 self._mqtt = _MqttCommander(self.settings, app.privacy)
             self._header()
+            if self._rooms is not None:
+                self._rooms.start(app)
             stats = app.run()
         finally:
+            if self._rooms is not None:
+                self._rooms.close(self.out)
             if self._mqtt is not None:
                 self._mqtt.close()
             if self.receiver is not None:
@@ -827,6 +872,8 @@ class Simulation:
         seen = {name for e in events for name in event_names(e)}
         problems = [f"expected event {name}, not seen" for name in expect.events if name not in seen]
         problems += [f"event {name} happened, but must not" for name in expect.no_events if name in seen]
+        if self._rooms is not None:
+            problems += self._rooms.judge(expect)
         snap = self._app.privacy.snapshot()
         actual: dict[str, Any] = {"mode": snap["mode"], "led": self._led(), "mic_open": snap["mic_open"]}
         if expect.recordings is not None:
@@ -897,6 +944,91 @@ LED_MEANING = {"off": "listening, keeping what follows a wake word", "blinking":
 """Width of the "what happened" column of the timeline."""
 
 
+class _OtherRooms:
+    """The scenario's other speakers: real daemons hearing the same audio quieter, joined over a broker.
+
+    All of them play their file in real time from one moment, since arbitration happens in wall-clock
+    windows; each has its own state dir, vault and throwaway owner beside the scenario's work directory.
+    """
+
+    def __init__(self, scenario: Scenario, settings: Any, wav: Path, rendered: Rendered) -> None:
+        from .app import build_app
+        from .audio import WavFileSource
+        from .testing.mosquitto import LoopbackMosquitto
+        from .testing.speech import write_wav
+
+        if not settings.arbitration.enabled:
+            raise ConfigError(f"{scenario.path}: 'rooms' are other speakers of the home; add "
+                              "arbitration.enabled = true under [settings]")
+        self.broker = None
+        mqtt = settings.mqtt
+        if not scenario.settings.get("mqtt", {}).get("host"):  # (scenario_settings put a stand-in there)
+            self.broker = LoopbackMosquitto()
+            mqtt = dataclasses.replace(mqtt, host="127.0.0.1", port=self.broker.port, tls=False, username="",
+                                       password_file="")
+        mqtt = dataclasses.replace(mqtt, device_id=mqtt.device_id or "here")
+        self.settings = dataclasses.replace(settings, mqtt=mqtt, audio=dataclasses.replace(settings.audio,
+                                                                                           realtime=True))
+        self.rooms = scenario.rooms
+        self.apps: list[Any] = []
+        self.collectors: list[_Collector] = []
+        self._checked: list[int] = []
+        self._threads: list[threading.Thread] = []
+        for room in self.rooms:
+            home = wav.parent / room.device
+            home.mkdir(exist_ok=True)
+            own = dataclasses.replace(self.settings, state_dir=str(home / "state"),
+                                      mqtt=dataclasses.replace(mqtt, device_id=room.device))
+            throwaway_owner(own, home)
+            quieter = np.round(rendered.audio * 10 ** (room.gain_db / 20)).astype(np.int16)
+            collector = _Collector()
+            self.apps.append(build_app(own, source=WavFileSource(write_wav(home / wav.name, quieter)),
+                                       extra_observers=[collector], control=False))
+            self.collectors.append(collector)
+            self._checked.append(0)
+
+    def start(self, main: Any) -> None:
+        """Start the other speakers; ``main`` (the scenario's own) is run by the caller."""
+        origin = time.monotonic() + 1.0  # every daemon's start-up (broker, vault) is done by then
+        main.daemon.pace_origin = origin
+        for app in self.apps:
+            app.daemon.pace_origin = origin
+            self._threads.append(threading.Thread(target=app.run, name="other-room", daemon=True))
+            self._threads[-1].start()
+
+    def judge(self, expect: Expect) -> list[str]:
+        problems = []
+        for i, (room, collector) in enumerate(zip(self.rooms, self.collectors, strict=True)):
+            self.apps[i].bus.drain()
+            events = collector.since(self._checked[i])
+            self._checked[i] += len(events)
+            seen = {name for e in events for name in event_names(e)}
+            problems += [f"expected event {name} on {room.device}, not seen" for name in expect.elsewhere
+                         if name not in seen]
+        if expect.elsewhere_recordings is not None:
+            held = sum(app.vault.count() for app in self.apps)
+            if held != expect.elsewhere_recordings:
+                problems.append(f"expected elsewhere recordings {expect.elsewhere_recordings}, got {held}")
+        return problems
+
+    def close(self, out: TextIO) -> None:
+        for app in self.apps:
+            app.daemon.stop.set()
+        for thread in self._threads:
+            thread.join(30)
+        for room, app, collector in zip(self.rooms, self.apps, self.collectors, strict=True):
+            events = collector.since(0)
+            kept = sum(e["type"] == "recorded" for e in events) - sum(  # (its vault is closed by now)
+                int(e["count"]) for e in events if e["type"] == "deleted")
+            outcomes = [e["outcome"] for e in events if e["type"] == "arbitration"]
+            out.write(f"  {room.device} ({room.gain_db:+.0f} dB): {_count(len(outcomes), 'wake')} heard, answered "
+                      f"{outcomes.count('won')}, left {outcomes.count('lost')} to a nearer speaker, "
+                      f"{_count(kept, 'recording')} kept, mode "
+                      f"{app.privacy.mode.value.replace('_', ' ')}\n")
+        if self.broker is not None:
+            self.broker.close()
+
+
 def forwarded_bytes(events: list[dict[str, Any]]) -> int:
     """Bytes that left the device, from ``forwarded`` events (issue 6's sinks publish them)."""
     return sum(int(e["size"]) for e in events if e["type"] == "forwarded")
@@ -929,6 +1061,12 @@ def describe_event(e: dict[str, Any]) -> tuple[str, str] | None:
                                                                   e["sink"] == "satellite" else "")
     if kind == "notice":
         return "notice", e["message"]
+    if kind == "arbitration":
+        if e["outcome"] == "lost":
+            return "lost", f"{e['winner']} heard it better (by {e['margin']:.1f} dB): kept nothing"
+        beat = f"{_count(int(e['claims']) - 1, 'other speaker')} (by {e['margin']:.1f} dB)" if e["claims"] > 1 \
+            else f"no other speaker ({e['reason'] or 'nobody else claimed it'})"
+        return "won", f"answers: heard it better than {beat}"
     return None
 
 
@@ -1029,6 +1167,8 @@ def scenario_settings(scenario: Scenario) -> dict[str, Any]:
             merged[key].update(value)
         else:
             merged[key] = value
+    if scenario.rooms and not merged.get("mqtt", {}).get("host"):
+        merged["mqtt"] = {**merged.get("mqtt", {}), "host": "127.0.0.1"}  # the loopback broker the simulation starts
     return merged
 
 

@@ -119,8 +119,11 @@ class FakePyAudio:
             start = self._pos
             self._pos += n / rate
         idx = (start + np.arange(n) / rate) * 16000
-        src = np.arange(len(self.audio))
-        mono = np.interp(idx, src, self.audio.astype(np.float64), left=0, right=0) if len(self.audio) else np.zeros(n)
+        # Only the stretch of the room this chunk covers: interpolating over all of a long scene for every
+        # chunk cost more CPU than the daemon listening to it.
+        lo = max(0, int(idx[0]) - 1)
+        part = self.audio[lo:int(idx[-1]) + 2].astype(np.float64)
+        mono = np.interp(idx, lo + np.arange(len(part)), part, left=0, right=0) if len(part) else np.zeros(n)
         samples = np.repeat(mono.astype(np.int16)[:, None], channels, axis=1)
         return samples.astype("<i2").tobytes()
 
