@@ -520,3 +520,19 @@ def test_image_wiring_defaults_match_the_example_config_and_the_wiring_guide():
         assert f"GPIO {pin} (pin" in (HW / "README.md").read_text()
     # The owner-key step of the image is the pi-gen stage's own script, not a copy.
     assert "pi-gen/stage-voxkeep/01-firstboot/files" in customize
+
+
+def test_a_user_outside_group_voxkeep_gets_one_line_not_a_traceback(monkeypatch, tmp_path):
+    """/run/voxkeep is 0750 voxkeep:voxkeep: for anyone else even looking for the socket is refused (found in
+    the VM: `voxkeep mute` as such a user died with a PermissionError traceback)."""
+    from voxkeep import control
+    from voxkeep.errors import VoxkeepError
+
+    class Hidden(type(Path())):
+        def exists(self, **_kw):
+            raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(control, "SERVICE_SOCKET", Hidden("/run/voxkeep/control.sock"))
+    with pytest.raises(VoxkeepError, match="only members of group voxkeep may use the speaker's service; "
+                                           r"sudo usermod -a -G voxkeep \$USER"):
+        control.request(tmp_path, {"action": "mute"}, find_service=True)

@@ -65,9 +65,10 @@ if [ "$PHASE" = 1 ]; then
     user="$(ps -o user= -p "$pid" | tr -d ' ')"
     if [ "$user" = voxkeep ]; then pass "main process $pid runs as user voxkeep"; else fail "main process runs as '$user'"; fi
     show grep -E '^(NoNewPrivs|Seccomp|CapEff|CapBnd):' "/proc/$pid/status"
+    show findmnt -N "$pid" -n -o TARGET,OPTIONS --target /usr
     if grep -q '^NoNewPrivs:[[:space:]]*1' "/proc/$pid/status" && grep -q '^Seccomp:[[:space:]]*2' "/proc/$pid/status" \
         && grep -q '^CapEff:[[:space:]]*0000000000000000' "/proc/$pid/status" \
-        && [ "$(findmnt -N "$pid" -n -o OPTIONS /usr | cut -d, -f1)" = ro ]; then
+        && [ "$(findmnt -N "$pid" -n -o OPTIONS --target /usr | cut -d, -f1)" = ro ]; then
         pass "sandbox in force: no new privileges, seccomp filter, no capabilities, /usr read-only in its namespace"
     else
         fail "sandbox not in force"
