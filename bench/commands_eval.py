@@ -1,6 +1,7 @@
 """Privacy commands given a wake, per condition and per voice family, through the daemon's own window.
 
     python bench/commands_eval.py [--split report|tune] [--min-score X --delete-min-score Y] [--sweep]
+                                  [--delete-filler-words N]
 
 Each request is a wake phrase and a command (or a confusable sentence) in one voice, heard in one room
 (bench/corpus.py's voices and rooms: clean, brown or pink noise at 10 and 20 dB SNR, a simulated
@@ -273,6 +274,7 @@ def main() -> int:
     parser.add_argument("--min-score", type=float, help="commands.min_score to report at (default: the config's)")
     parser.add_argument("--delete-min-score", type=float, help="commands.delete_min_score to report at")
     parser.add_argument("--filler-words", type=int, help="commands.filler_words (default: the config's)")
+    parser.add_argument("--delete-filler-words", type=int, help="commands.delete_filler_words (default: the config's)")
     args = parser.parse_args()
     from voxkeep.config import default_models_dir
 
@@ -280,9 +282,12 @@ def main() -> int:
     settings = dataclasses.replace(
         base, min_score=base.min_score if args.min_score is None else args.min_score,
         delete_min_score=base.delete_min_score if args.delete_min_score is None else args.delete_min_score,
-        filler_words=base.filler_words if args.filler_words is None else args.filler_words)
+        filler_words=base.filler_words if args.filler_words is None else args.filler_words,
+        delete_filler_words=base.delete_filler_words if args.delete_filler_words is None
+        else args.delete_filler_words)
     print(f"split {args.split}; min_score {settings.min_score:+.2f}, delete_min_score "
-          f"{settings.delete_min_score:+.2f}, filler_words {settings.filler_words}")
+          f"{settings.delete_min_score:+.2f}, filler_words {settings.filler_words}, "
+          f"delete_filler_words {settings.delete_filler_words}")
     t0 = time.perf_counter()
     results = evaluate(args.split, args.quick, settings, default_models_dir())
     for key in ("condition", "family", "wake"):
