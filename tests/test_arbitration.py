@@ -344,3 +344,33 @@ def test_three_speakers_one_answer_by_the_nearest(own_broker: Broker, tmp_path: 
         alone = in_phase(room, "arbitration", "broker_down")
         assert alone and alone[0]["outcome"] == "won" and alone[0]["reason"] == "broker unreachable", room
         assert any(h["reason"] == "not recording" for h in in_phase(room, "handled", "broker_down")), room
+
+
+def test_a_house_command_from_the_winner_is_applied_and_audited_and_never_lifts_a_mute(
+        state_dir: Path) -> None:
+    """What a losing speaker does with the winner's "stop sharing" / "don't record anymore"."""
+    from voxkeep.app import build_app
+    from voxkeep.audio import WavFileSource
+    from voxkeep.testing.speech import write_wav
+
+    settings = load_settings(None, {"state_dir": str(state_dir), "wake": {"words": ["alexa"]},
+                                    "mqtt": {"host": "127.0.0.1", "port": 1, "device_id": "living"},
+                                    "arbitration": {"enabled": True}})
+    app = build_app(settings, source=WavFileSource(write_wav(state_dir.parent / "quiet.wav", silence(0.5))),
+                    control=False)
+    try:
+        assert app.daemon.arbiter is not None
+        app.vault.consent("http", "grant", "cli")
+        app.privacy.request("mute", "button")
+        apply = app.daemon.arbiter._on_house_command
+        apply("stop_sharing", "kitchen")
+        apply("stop_recording", "kitchen")
+        assert app.vault.active_consents() == []
+        snap = app.privacy.snapshot()
+        assert snap["mode"] == "muted" and not snap["recording_enabled"]  # still muted, and recording off too
+        entries = [json.loads(line) for line in app.vault.audit_log.path.read_text().splitlines()]
+        assert [e["command"] for e in entries if e["kind"] == "house_command"] == ["stop_sharing", "stop_recording"]
+    finally:
+        app.bus.close()
+        for close in reversed(app.closers):
+            close()
