@@ -265,3 +265,37 @@ def test_a_silent_system_service_is_never_bypassed_through_another_state_dir(
     captured = capsys.readouterr()
     assert captured.out == "" and "nothing was changed" in captured.err
     assert not list(tmp_path.rglob(STATE_FILE)), "the CLI wrote a state file the service never reads"
+
+
+def test_a_mute_whose_save_hangs_is_answered_at_once_and_says_it_is_not_saved_yet(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    sd = ["--state-dir", str(state_dir)]
+    with running_daemon(state_dir) as (app, mic):
+        # The SD card hangs on the mute's write for longer than the CLI waits for an answer (5 s).
+        with faults.inject(pattern=STATE_FILE, step="fsync", delay=7.0, err=0, count=1) as stall:
+            proc = run_cli("mute", *sd)
+            assert (proc.returncode, stall.done) == (0, 0), proc.stderr.decode()  # answered, the disk still hung
+            assert proc.stdout.startswith(b"now muted") and b"not saved yet" in proc.stdout
+            assert app.privacy.muted
+            assert wait_until(lambda: mic.open_streams == [])  # in force: the microphone closed
+            assert "not saved yet" in run_cli("status", *sd).stdout.decode()
+            assert wait_until(lambda: stall.done == 1, timeout=30)
+        assert wait_until(lambda: app.privacy.unsaved is None)
+        assert json.loads((state_dir / STATE_FILE).read_text())["muted"] is True
+        assert run_cli("unmute", *sd).stdout.strip() == b"now listening"
+
+
+def test_a_hung_save_of_a_mute_does_not_hold_back_the_answer(tmp_path: Path) -> None:
+    ps = PrivacyState(tmp_path / STATE_FILE, save_wait_seconds=0.05)
+    seen: list[State] = []
+    ps.subscribe(seen.append)
+    with faults.inject(pattern=STATE_FILE, step="write", delay=3.0, err=0, count=1) as stall:
+        outcome = ps.request("mute", "button")
+        assert stall.done == 0 and outcome.ok and "not saved yet" in outcome.message
+        assert ps.muted and seen[-1].mode == "muted" and ps.unsaved
+        assert "not saved yet" in ps.snapshot()["problem"]
+        again = ps.request("mute", "cli")  # asked again meanwhile: still honest, not "already muted"
+        assert again.ok and "not saved yet" in again.message
+        assert wait_until(lambda: stall.done == 1, timeout=30)
+    assert wait_until(lambda: ps.unsaved is None)
+    assert PrivacyState(tmp_path / STATE_FILE).muted

@@ -18,9 +18,11 @@ back in the same mode. Which comes first depends on the direction, because the o
 even on a full or failing disk:
 
 * a change toward privacy (mute, recording off) takes effect at once, in memory and for every observer
-  (the stream closes, the LED lights), and is then saved; if the save fails it is logged, reported
-  through ``on_problem`` (the daemon makes it a ``notice`` event) and retried in the background until
-  it succeeds;
+  (the stream closes, the LED lights), and is then saved by a background saver; the asker waits for the
+  save at most ``save_wait_seconds`` and is then told "not saved yet" (a hung SD card must not make
+  ``voxkeep mute`` say the daemon did not answer while the mute is in force). If the save fails it is
+  logged, reported through ``on_problem`` (the daemon makes it a ``notice`` event) and retried in the
+  background until it succeeds;
 * a change away from privacy (unmute, recording on) is saved first and refused, changing nothing, if
   it cannot be saved, since after a restart the speaker would otherwise not do what it said.
 
@@ -117,6 +119,9 @@ Observer = Callable[[State], None]
 OnProblem = Callable[[str, str], None]
 """``(level, message)``: something about saving the state the owner should hear of."""
 
+SAVE_WAIT_SECONDS = 1.0
+"""How long a mute or recording-off waits for its save before answering "not saved yet" (the control
+socket's client gives up after 5 s)."""
 RETRY_FIRST_SECONDS = 1.0
 RETRY_MAX_SECONDS = 30.0
 """An unsaved change is saved again after 1 s, then at doubling intervals up to this."""
@@ -130,7 +135,8 @@ class PrivacyState:
 
     def __init__(self, path: Path, *, allow_voice_resume: bool = False,
                  clock: Callable[[], float] = lambda: 0.0, on_problem: OnProblem | None = None,
-                 retry_first_seconds: float = RETRY_FIRST_SECONDS) -> None:
+                 retry_first_seconds: float = RETRY_FIRST_SECONDS,
+                 save_wait_seconds: float = SAVE_WAIT_SECONDS) -> None:
         self._path = path
         self.on_problem = on_problem
         """Told when a change could not be saved, and again when it finally was."""
@@ -138,12 +144,17 @@ class PrivacyState:
         self._save_lock = threading.Lock()  # one save at a time; taken before ``_lock``, never inside it
         self._unsaved: str | None = None  # why the choices in force are not (yet) what state.json holds
         self._retrying = False
+        self._save_wait = save_wait_seconds
+        self._save_wanted = 0  # generation of the newest change handed to the saver
+        self._save_done = 0  # newest generation whose save attempt finished (saved or failed)
+        self._saver_running = False
         self._cause = "startup"
         self._allow_voice_resume = allow_voice_resume
         self.clock = clock
         """Stamps events with audio time; the daemon sets it to its own clock once it exists."""
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
+        self._saved = threading.Condition(self._lock)
         self._observers: list[Observer] = []
         self._choices, problem = read_choices(path)
         self.load_problem = problem
@@ -176,12 +187,18 @@ class PrivacyState:
             if self._unsaved:
                 out["problem"] = f"{self._unsaved} (the {self.mode.value.replace('_', ' ')} mode is in force; " \
                                  "saving it is retried)"
+            elif self._save_done < self._save_wanted:
+                out["problem"] = f"not saved yet (the {self.mode.value.replace('_', ' ')} mode is in force; " \
+                                 "the disk has not finished saving it)"
             return out
 
     @property
     def unsaved(self) -> str | None:
         """Why the state in force is not saved yet (None once it is)."""
-        return self._unsaved
+        with self._lock:
+            if self._unsaved is None and self._save_done < self._save_wanted:
+                return "not saved yet: the disk has not finished writing it"
+            return self._unsaved
 
     def subscribe(self, observer: Observer) -> None:
         """Call ``observer`` with every future State event."""
@@ -205,17 +222,24 @@ class PrivacyState:
             new = self._decide(action, cause)
             if isinstance(new, Outcome):
                 return new
-            if new == base and not self._unsaved:
+            if new == base and not self.unsaved:
                 return Outcome(True, f"already {base.mode.value.replace('_', ' ')}")
             safer = _safer(base, new)
-            if safer and new != base:  # (equal: asked again while unsaved, so try saving again now)
-                self._set(new, cause)  # in force now; saved below, outside the lock
+            if safer:
+                if new != base:  # (equal: asked again while unsaved, so try saving again now)
+                    self._set(new, cause)  # in force now, whatever the disk does
+                generation = self._save_in_background()
+                finished = self._saved.wait_for(lambda: self._save_done >= generation, self._save_wait)
+                problem = self._unsaved
         if not safer:  # saved first, without holding the lock that a mute meanwhile needs
             return self._save_then_apply(action, cause, base, new, deadline)
-        if self._save():
-            return Outcome(True, f"now {new.mode.value.replace('_', ' ')}")
-        return Outcome(True, f"now {new.mode.value.replace('_', ' ')} (but not saved: {self._unsaved}; "
-                             "retrying in the background)")
+        now = f"now {new.mode.value.replace('_', ' ')}"
+        if not finished:
+            return Outcome(True, f"{now} (but not saved yet: the disk has not finished writing it; saving goes "
+                                 "on in the background)")
+        if problem is None:
+            return Outcome(True, now)
+        return Outcome(True, f"{now} (but not saved: {problem}; retrying in the background)")
 
     def set_switch(self, engaged: bool) -> None:
         """The hardware mute switch moved. Engaging it mutes; releasing it leaves the mute for the owner."""
@@ -224,7 +248,8 @@ class PrivacyState:
             if not engaged or self._choices.muted:
                 return
             self._set(Choices(True, self._choices.recording), "switch")
-        self._save()
+            generation = self._save_in_background()
+            self._saved.wait_for(lambda: self._save_done >= generation, self._save_wait)  # as for a request
 
     def _decide(self, action: str, cause: str) -> Choices | Outcome:
         """The choices ``action`` leads to, or why it is refused (holding ``_lock``)."""
@@ -281,6 +306,27 @@ class PrivacyState:
         log.info("privacy mode %s -> %s (%s)", old_mode.value, new.mode.value, cause)
         self._changed.notify_all()
         self._notify(cause)
+
+    def _save_in_background(self) -> int:
+        """Have the saver write the choices in force (holding ``_lock``); return the generation to wait for."""
+        self._save_wanted += 1
+        if not self._saver_running:
+            self._saver_running = True
+            threading.Thread(target=self._saver, name="privacy-saver", daemon=True).start()
+        return self._save_wanted
+
+    def _saver(self) -> None:
+        """Save until every change handed over is saved or has failed (failures go on to ``_retry``)."""
+        while True:
+            with self._lock:
+                if self._save_done >= self._save_wanted:
+                    self._saver_running = False
+                    return
+                generation = self._save_wanted
+            self._save()  # writes the choices in force now, which include every change up to ``generation``
+            with self._lock:
+                self._save_done = generation
+                self._saved.notify_all()
 
     def _save(self) -> bool:
         """Save the choices in force; on failure report it and keep retrying in the background."""
