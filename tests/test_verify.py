@@ -116,6 +116,55 @@ def test_a_sure_wake_in_rumbling_noise_is_kept(models_dir: Path) -> None:
     assert classifier.probability(verifier.features(windows[0])) >= classifier.threshold
 
 
+def _over_babble(text: str, voice: str, snr_db: float) -> np.ndarray:
+    """``text`` after 2 s of three other people talking, who go on under it at ``snr_db`` (issue 13)."""
+    from voxkeep.testing.speech import speak
+
+    rng = np.random.default_rng(5)
+    phrase = speak(text, voice=voice, speed=150).astype(np.float64)
+    x = np.concatenate([np.zeros(32000), phrase, np.zeros(16000)])
+    babble = np.zeros(len(x))
+    for talker, line in zip(("en-gb", "en-us+f2", "en+m3"), BABBLE, strict=True):
+        speech = speak(line, voice=talker, speed=160).astype(np.float64)
+        speech = np.tile(speech, len(x) // len(speech) + 2)
+        start = int(rng.integers(0, len(speech) - len(x)))
+        babble += speech[start:start + len(x)]
+    active = phrase[np.abs(phrase) > 0.05 * np.abs(phrase).max()]
+    babble *= np.sqrt(np.mean(active ** 2) / 10 ** (snr_db / 10) / np.mean(babble ** 2))
+    return np.clip(x + babble, -32768, 32767).astype(np.int16)
+
+
+BABBLE = ("the weather in the hills was cold and wet all week", "she said the train leaves at seven from the "
+          "north platform", "we bought bread, cheese and two bottles of milk on the way home")
+
+
+@pytest.mark.parametrize(("text", "word", "voice"), [("hey jarvis", "hey_jarvis", "en"),
+                                                     ("hey marvin", "hey_marvin", "en-us")])
+def test_a_wake_while_other_people_talk_is_kept(models_dir: Path, text: str, word: str, voice: str) -> None:
+    """Other people talking at 10 dB under a clear wake phrase: the default second look keeps the wake.
+
+    The classifier trained on few such phrases refused nearly every wake over babble (REPORT: 2 of 23
+    that bare openWakeWord heard); it is now trained with babble under every wake phrase too.
+    """
+    audio = _over_babble(text, voice, 10.0)
+    default = WakeVerifier(WakeSettings(words=[word]), models_dir)
+    detector = WakeDetector(WakeSettings(words=[word], verify=False), models_dir)
+    scores: list[float] = []
+    due = None
+    verdicts = []
+    for i in range(len(audio) // FRAME_SAMPLES):
+        hits = detector.process(audio[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES])
+        scores.append(detector.last_scores[word])
+        if hits and due is None:
+            due = i + default.frames_after
+        if i == due:
+            end = (i + 1) * FRAME_SAMPLES
+            verdicts.append(default.check(word, scores[i - default.frames_after], audio[end - 32000:end],
+                                          scores[-SCORE_FRAMES:]))
+    assert verdicts, f"bare openWakeWord should hear {text!r} over the babble, else the test proves nothing"
+    assert verdicts == [Verdict(True, "confirmed")]
+
+
 @pytest.mark.parametrize(("text", "word", "voice"), [("alexa", "alexa", "en-us"), ("hey jarvis", "hey_jarvis", "en"),
                                                      ("hey marvin", "hey_marvin", "en+f4")])
 def test_default_confirms_wake_phrases_said_alone(speech, models_dir: Path, text: str, word: str,

@@ -9,13 +9,15 @@ The look itself is openWakeWord's "custom verifier" idea without owner enrolment
 speech-embedding window the wake model reads is computed afresh from the buffered 2 s (aligned to its
 end, not to the streaming hop) and judged by a per-word logistic regression shipped in
 ``data/wake_classifiers.npz``. It was trained (bench/train_verifier.py) on the TUNE split only: synthesized
-wake phrases (clean, in white noise, background speech, and brown or pink rumble that runs before the
-phrase too) against the places where the wake model fired or came close on real speech and on
-synthesized near-misses. On the REPORT split that gives 1.2 false wakes an hour on real speech instead of
-14.4 bare, for 2.8 points of recall, and 0.3 points over rumbling noise (README, "False wakes").
-``verify_sure`` (off at the default 1.0) lets a wake the model is sure of skip the classifier: once the
-fix for a classifier that refused clear wakes over a dishwasher's rumble, at 0.98 it now only lets
-through more false wakes (2.8 an hour). Words without a shipped classifier (custom .onnx models) fall
+wake phrases of espeak-ng, flite and Piper voices in every room of bench/corpus.py (noise, other people
+talking, music, simulated reverberation, far field, digital silence, back-to-back requests), each fired-on
+phrase again under three other talkers, against the places where the wake model fired or came close on real
+speech (alone and under babble) and on synthesized near-misses. On the REPORT split (docs/wake.md) it keeps
+recall within 2 points of bare openWakeWord in every room and voice family but babble and far field (-3.8
+points each, 2 of 52 phrases) and espeak-ng voices (-3.3), for 3.2 false wakes an hour on real speech with
+all four words on (bare: 14.4), 0.4 with hey_jarvis alone. The classifier before it, trained with few
+babble phrases, had learnt "speech in the background = no wake" and kept 2 of 23 wakes over babble.
+``verify_sure`` (off at the default 1.0) lets a wake the model is sure of skip the classifier. Words without a shipped classifier (custom .onnx models) fall
 back to the re-score: the wake model itself on the fresh window must reach ``verify_rescore``.
 ``verify_peak`` optionally also demands the streaming score rise that high soon after the wake (a chance
 resemblance often touches the threshold and falls back); off at the default 0.5.
