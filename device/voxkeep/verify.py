@@ -17,8 +17,9 @@ recall within 2 points of bare openWakeWord in every room and voice family but b
 points each, 2 of 52 phrases) and espeak-ng voices (-3.3), for 3.2 false wakes an hour on real speech with
 all four words on (bare: 14.4), 0.4 with hey_jarvis alone. The classifier before it, trained with few
 babble phrases, had learnt "speech in the background = no wake" and kept 2 of 23 wakes over babble.
-``verify_sure`` (off at the default 1.0) lets a wake the model is sure of skip the classifier. Words without a shipped classifier (custom .onnx models) fall
-back to the re-score: the wake model itself on the fresh window must reach ``verify_rescore``.
+``verify_sure`` (off at the default 1.0) lets a wake the model is sure of skip the classifier. Words
+without a shipped classifier (custom .onnx models) fall back to the re-score: the wake model itself on
+the fresh window must reach ``verify_rescore``.
 ``verify_peak`` optionally also demands the streaming score rise that high soon after the wake (a chance
 resemblance often touches the threshold and falls back); off at the default 0.5.
 
