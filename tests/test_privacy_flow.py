@@ -140,3 +140,67 @@ def test_a_damaged_state_file_means_muted_with_one_clear_line(tmp_path: Path, st
     assert not any(e["mic_open"] for e in of_type(events, "state"))
     lines = [ln for ln in stderr.splitlines() if "state.json" in ln]
     assert len(lines) == 1 and "muted" in lines[0] and "Traceback" not in stderr
+
+
+# -- deletions are asked back: a "confirm?" tone, then only a clear "yes" deletes ----------------------
+
+TWO_REQUESTS = (1.5, "alexa", 0.3, "add coffee and oat milk to the shopping list", 2.0,
+                "alexa", 0.3, "remind me to call the dentist tomorrow morning", 2.0)
+
+
+@pytest.fixture
+def owned(state_dir: Path) -> Path:
+    """A state dir with an owner key, so requests are recorded."""
+    from voxkeep.owner import generate_identity
+
+    _, recipient = generate_identity()
+    assert run_cli("owner", "add", recipient, "--state-dir", str(state_dir)).returncode == 0
+    return state_dir
+
+
+def _recording_ids(state_dir: Path) -> set[str]:
+    return {p.name.split(".")[0] for p in (state_dir / "vault" / "recordings").iterdir()}
+
+
+@pytest.mark.parametrize(("request_", "answer", "reason", "voice"), [
+    ("delete what I just said", (), "no clear yes", "en-us"),                 # silence after the tone
+    ("delete what I just said", ("no",), "no", "en-us"),
+    # Near misses that this voice's "delete what I just sent" and "... sent today" are taken for:
+    ("delete what I just sent", (), "no clear yes", "en+f2"),
+    ("delete everything I sent today", (), "no clear yes", "en+f2"),
+])
+def test_a_deletion_without_a_yes_deletes_nothing(tmp_path: Path, owned: Path, request_: str,
+                                                  answer: tuple[str, ...], reason: str, voice: str) -> None:
+    wav = scene(tmp_path / "d.wav", *TWO_REQUESTS, "alexa", 0.3, request_, 1.2, *answer, 5.0, voice=voice)
+    events, _ = _run(wav, owned)
+    kept = {e["recording_id"] for e in of_type(events, "recorded")}
+    assert len(kept) == 2 and _recording_ids(owned) == kept  # everything stored is still there
+    assert of_type(events, "deleted") == []
+    command = "delete_today" if "today" in request_ else "delete_last"
+    assert [(e["command"], e["seconds"]) for e in of_type(events, "confirm")] == [(command, 4.0)]
+    assert [(e["command"], e["reason"]) for e in of_type(events, "not_deleted")] == [(command, reason)]
+
+
+def test_yes_after_the_confirmation_tone_deletes_the_last_recording_and_keeps_no_answer(
+        tmp_path: Path, owned: Path) -> None:
+    wav = scene(tmp_path / "y.wav", *TWO_REQUESTS, "alexa", 0.3, "delete what I just said", 1.2, "yes", 5.0)
+    events, _ = _run(wav, owned)
+    first, _second = (e["recording_id"] for e in of_type(events, "recorded"))
+    kinds = [e["type"] for e in events]
+    assert kinds.index("confirm") < kinds.index("deleted")
+    assert [(e["count"], e["cause"]) for e in of_type(events, "deleted")] == [(1, "voice:delete_last")]
+    assert of_type(events, "not_deleted") == []
+    assert _recording_ids(owned) == {first}  # the answer window was not stored either
+    assert [e["outcome"] for e in of_type(events, "handled")][-1] == "command"
+    audit = [json.loads(line) for line in (owned / "vault" / "audit.jsonl").read_text().splitlines()]
+    assert [(e["cause"], e["count"]) for e in audit if e["kind"] == "recordings_deleted"] == [("voice", 1)]
+
+
+def test_with_confirm_deletes_off_a_deletion_is_one_shot(tmp_path: Path, owned: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[commands]\nconfirm_deletes = false\n")
+    wav = scene(tmp_path / "o.wav", *TWO_REQUESTS, "alexa", 0.3, "delete what I just said", 2.0)
+    events, _ = _run(wav, owned, "--config", str(config))
+    first, _second = (e["recording_id"] for e in of_type(events, "recorded"))
+    assert of_type(events, "confirm") == []
+    assert _recording_ids(owned) == {first}

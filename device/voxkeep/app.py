@@ -21,7 +21,7 @@ from typing import Any
 from . import __version__, sdnotify
 from .audio import AudioSource, make_source
 from .bus import EventBus
-from .commands import CommandRecognizer
+from .commands import AnswerRecognizer, CommandRecognizer
 from .config import Settings
 from .control import ControlServer
 from .daemon import Daemon, FrameHook, RunStats
@@ -206,6 +206,8 @@ def _build(settings: Settings, state_dir: Path, lock: StateLock, *, source: Audi
     worker = UtteranceWorker(
         settings, privacy, bus.publish, recognizer=recognizer, vault=vault,
         on_command=lambda command: tones.play(TONE_FOR[command]),
+        answers=AnswerRecognizer(settings.commands) if settings.commands.confirm_deletes else None,
+        on_ask=lambda: tones.play("confirm"),
         on_recorded=lambda u, rec_id: forwarder.submit(rec_id, u.pcm, u.t_end,
                                                        lambda: privacy.mode is Mode.LISTENING),
         on_request=app.satellite.request if app.satellite is not None else None)

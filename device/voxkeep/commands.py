@@ -75,6 +75,18 @@ def _core(phrase: str) -> str:
 
 _COMMAND_OF = {_core(phrase): command for command, phrases in PHRASES.items() for phrase in phrases}
 
+ANSWERS: dict[str, tuple[str, ...]] = {
+    "yes": ("yes", "yes please", "yes delete it", "yes do it", "yeah"),
+    "no": ("no", "no thanks", "no keep it", "cancel", "keep it", "don't"),
+}
+"""Every answer the confirmation grammar accepts after "confirm?" (tests and the benchmark speak these)."""
+
+_ANSWER_RULES = {
+    "yes": "(yes | yeah) [please | delete it | do it]",
+    "no": "no [thanks | keep it] | cancel | keep it | don't",
+}
+_ANSWER_OF = {_core(phrase): answer for answer, phrases in ANSWERS.items() for phrase in phrases}
+
 WAKE_TAIL_WORDS = ("jarvis", "alexa", "marvin", "mycroft")
 """Last words of the bundled wake phrases: the window starts inside them."""
 
@@ -179,10 +191,10 @@ def _model_dir() -> Path:
     return path
 
 
-def _grammar(tails: Sequence[str]) -> str:
+def _grammar(rules_of: dict[str, str], tails: Sequence[str]) -> str:
     """The JSGF text: an optional wake-word tail, then exactly one command."""
-    rules = "\n".join(f"<{name}> = {body};" for name, body in _RULES.items())
-    commands = " | ".join(f"<{name}>" for name in _RULES)
+    rules = "\n".join(f"<{name}> = {body};" for name, body in rules_of.items())
+    commands = " | ".join(f"<{name}>" for name in rules_of)
     # The window can start before "hey" of "hey jarvis", so "hey" may come before the tail.
     lead = f"[{' | '.join(LEAD_WORDS)}] "
     prefix = f"[{lead}({' | '.join(tails)})] " if tails else ""
@@ -215,8 +227,8 @@ def _unigram_arpa(probs: dict[str, float]) -> str:
     return "\\data\\\n" + f"ngram 1={len(rows)}\n\n\\1-grams:\n" + "\n".join(rows) + "\n\n\\end\\\n"
 
 
-def _grammar_words() -> set[str]:
-    return {w for body in _RULES.values() for w in body.replace("(", " ").replace(")", " ").replace("[", " ")
+def _grammar_words(rules: dict[str, str]) -> set[str]:
+    return {w for body in rules.values() for w in body.replace("(", " ").replace(")", " ").replace("[", " ")
             .replace("]", " ").replace("|", " ").split()}
 
 
@@ -251,6 +263,15 @@ class CommandRecognizer:
     (a fraction of a second) and reused; a lock serialises calls because pocketsphinx is not reentrant.
     """
 
+    RULES = _RULES
+    """The grammar: one JSGF rule body per command."""
+    COMMAND_OF = _COMMAND_OF
+    """Each accepted sentence (without its "please") to its command."""
+    TAIL_WORDS: tuple[str, ...] = WAKE_TAIL_WORDS
+    LEAD_WORDS: tuple[str, ...] = LEAD_WORDS
+    STRICT = DELETING
+    """Commands held to ``commands.delete_min_score``."""
+
     def __init__(self, settings: CommandSettings, wake_words: Sequence[str] = ()) -> None:
         """``wake_words``: extra wake phrases (model names like "hey_jarvis") whose tails to tolerate."""
         import pocketsphinx
@@ -258,20 +279,21 @@ class CommandRecognizer:
         self._settings = settings
         self._lock = threading.Lock()
         model = _model_dir()
-        tail_sources = {*WAKE_TAIL_WORDS, *(w.replace("-", "_").split("_")[-1].lower() for w in wake_words)}
-        prons = _read_dict(model / "cmudict-en-us.dict", _grammar_words() | tail_sources | set(LEAD_WORDS))
-        missing = _grammar_words() - prons.keys()
+        tail_sources = {*self.TAIL_WORDS, *(w.replace("-", "_").split("_")[-1].lower() for w in wake_words)}
+        words = _grammar_words(self.RULES)
+        prons = _read_dict(model / "cmudict-en-us.dict", words | tail_sources | set(self.LEAD_WORDS))
+        missing = words - prons.keys()
         if missing:
             raise ModelError(f"the pocketsphinx dictionary lacks {sorted(missing)}; reinstall pocketsphinx")
         tails = self._tail_words(prons, tail_sources)
         count = settings.filler_words or settings.delete_filler_words
         common = _common_words(model, count) if count else {}
-        vocabulary = self._open_vocabulary(common, tails, settings.command_weight)
+        vocabulary = self._open_vocabulary(common, tails, settings.command_weight, words)
         prons |= _read_dict(model / "cmudict-en-us.dict", common.keys() - prons.keys())
         with tempfile.TemporaryDirectory(prefix="voxkeep-cmd-") as tmp:
             # A dictionary of only the words searched: the full one costs ~20 MB on a Pi Zero for nothing.
             dict_path = Path(tmp) / "commands.dict"
-            searched = _grammar_words() | common.keys() | set(LEAD_WORDS)
+            searched = words | common.keys() | set(self.LEAD_WORDS)
             lines = [f"{w}{'' if i == 0 else f'({i + 1})'} {p}" for w in sorted(searched)
                      for i, p in enumerate(prons[w])]
             lines += [f"{name} {phones}" for name, phones in tails.items()]
@@ -281,7 +303,7 @@ class CommandRecognizer:
             try:
                 self._decoder = pocketsphinx.Decoder(hmm=str(model / "en-us"), dict=str(dict_path), lm=None,
                                                      dither=False, loglevel="FATAL")
-                self._decoder.add_jsgf_string("command", _grammar(sorted(tails)))
+                self._decoder.add_jsgf_string("command", _grammar(self.RULES, sorted(tails)))
                 self._decoder.add_allphone_file("phones", str(model / "en-us-phone.lm.bin"))
                 self._open = bool(settings.filler_words)
                 """Every match must agree with the open search; else only deleting ones (if ``common``)."""
@@ -291,7 +313,7 @@ class CommandRecognizer:
                 raise ModelError(f"pocketsphinx could not load its en-us model ({exc}); reinstall: "
                                  "pip install --force-reinstall 'pocketsphinx>=5'") from None
         self._has_open = bool(common)
-        self._tails = set(tails) | set(LEAD_WORDS)
+        self._tails = set(tails) | set(self.LEAD_WORDS)
         """Words of the wake phrase the grammar may hear before a command (none of them is a command word)."""
 
     @staticmethod
@@ -308,7 +330,8 @@ class CommandRecognizer:
         return tails
 
     @staticmethod
-    def _open_vocabulary(common: dict[str, float], tails: dict[str, str], weight: float) -> dict[str, float]:
+    def _open_vocabulary(common: dict[str, float], tails: dict[str, str], weight: float,
+                         words: set[str]) -> dict[str, float]:
         """Unigram log10 probabilities for the open search: common words, wake tails, and the command
         words raised by ``weight`` so that a command wins where ordinary words fit it only as well."""
         if not common:
@@ -316,7 +339,7 @@ class CommandRecognizer:
         floor = min(common.values())
         vocabulary = {"<s>": -99.0, "</s>": max(common.values())} | common
         vocabulary |= {t: floor for t in tails}
-        vocabulary |= {w: min(0.0, common.get(w, floor) + weight) for w in _grammar_words()}
+        vocabulary |= {w: min(0.0, common.get(w, floor) + weight) for w in words}
         return vocabulary
 
     def recognize(self, pcm: np.ndarray) -> Recognition | None:
@@ -326,7 +349,7 @@ class CommandRecognizer:
         Audio past ``commands.max_seconds`` (plus one second for the wake tail) is ignored.
         """
         best = self.score(pcm)
-        if best is None or best.score < min_score_for(self._settings, best.command):
+        if best is None or best.score < min_score_for(self._settings, best.command, self.STRICT):
             log.debug("command window rejected (score %s)", "n/a" if best is None else f"{best.score:.2f}")
             return None
         log.debug("command %s (score %.2f)", best.command, best.score)
@@ -422,18 +445,38 @@ class CommandRecognizer:
         if unexplained > MAX_UNEXPLAINED_FRAMES or leading > MAX_LEADING_FRAMES:
             return None
         phrase = " ".join(_base(seg[0]) for seg in words)
-        if _core(phrase) not in _COMMAND_OF:
+        if _core(phrase) not in self.COMMAND_OF:
             return None  # the search ran out of audio part-way through the grammar: no whole command
         # Pauses between command words count too: a long hesitation is not the command.
         fit = sum(seg[3] for seg in grammar if first <= seg[1] and seg[2] <= last) / (last - first + 1)
         worst = min((seg[3] / (seg[2] - seg[1] + 1) for seg in words if _base(seg[0]) not in FILLER_WORDS),
                     default=fit)
         score = fit + WORST_WORD_WEIGHT * worst
-        return Recognition(command=_COMMAND_OF[_core(phrase)], phrase=phrase,
+        return Recognition(command=self.COMMAND_OF[_core(phrase)], phrase=phrase,
                            score=score if math.isfinite(score) else -math.inf,
                            start=first / _FRAME_RATE, end=(last + 1) / _FRAME_RATE)
 
 
-def min_score_for(settings: CommandSettings, command: str) -> float:
-    """The score ``command`` must reach to be obeyed: stricter for the commands that delete."""
-    return settings.delete_min_score if command in DELETING else settings.min_score
+def min_score_for(settings: CommandSettings, command: str, strict: frozenset[str] = DELETING) -> float:
+    """The score ``command`` must reach to be obeyed: stricter for those in ``strict``, which delete."""
+    return settings.delete_min_score if command in strict else settings.min_score
+
+
+class AnswerRecognizer(CommandRecognizer):
+    """Hears the answer to "confirm?" (a deletion asked back): ``recognize`` gives a Recognition whose
+    ``command`` is "yes" or "no", or None.
+
+    The same checks as the commands (phone loop, per-word fit, ``commands.min_score``) over a grammar of
+    short answers; the window follows the confirmation tone, so no wake-word tail is expected. Only a
+    "yes" deletes, so anything unclear (None) keeps the recordings: the caller treats it as "no".
+    """
+
+    RULES = _ANSWER_RULES
+    COMMAND_OF = _ANSWER_OF
+    TAIL_WORDS = ()
+    LEAD_WORDS = ()
+    STRICT = frozenset({"yes"})  # the answer that deletes meets the deleting commands' bar
+
+    def __init__(self, settings: CommandSettings) -> None:
+        # The open search is for telling near-miss sentences from commands; an answer is one short word.
+        super().__init__(dataclasses.replace(settings, filler_words=0, delete_filler_words=0))

@@ -134,6 +134,13 @@ class CommandSettings:
     deletion the owner did not ask for cannot be undone, and no score bar tells "delete everything I saved
     today" from the command. On TUNE it stopped every false deletion but obeyed only a quarter of the real
     ones (docs/commands.md), so it is off by default; costs about 0.8 s at start-up."""
+    confirm_deletes: bool = True
+    """Ask back before a voice deletion: a "confirm?" tone, then only a clear "yes" (said within
+    confirm_seconds, no wake word needed) deletes; "no", silence or anything else keeps the recordings.
+    Near misses ("delete what I just sent") fit the command as well as the command does, so without this
+    a sentence the owner never meant as a command can destroy recordings. Off: deletions are one-shot."""
+    confirm_seconds: float = 4.0
+    """How long the speaker listens for the "yes" after the confirmation tone; the answer is never stored."""
 
 
 @dataclass(frozen=True)
@@ -395,6 +402,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "wake.agree_micro_threshold": (0.0, 1.0),
     "commands.max_seconds": (0.5, 30.0), "commands.silence_seconds": (0.08, 10.0),
     "commands.min_score": (-100.0, 0.0), "commands.delete_min_score": (-100.0, 0.0),
+    "commands.confirm_seconds": (1.0, 15.0),
     "commands.filler_words": (0, 100_000), "commands.command_weight": (0.0, 50.0),
     "commands.delete_filler_words": (0, 100_000),
     "gpio.led_pin": (0, 53), "gpio.rgb_pins.*": (0, 53), "gpio.button_pin": (0, 53), "gpio.mute_switch_pin": (0, 53),

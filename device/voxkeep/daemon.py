@@ -35,7 +35,7 @@ from .capture import (
 )
 from .config import Settings
 from .events import Wake, WakeRejected
-from .handling import UtteranceWorker
+from .handling import Answer, UtteranceWorker
 from .privacy import Mode, PrivacyState
 from .wake import WakeDetector, WakeHit
 
@@ -119,6 +119,8 @@ class Daemon:
             w: deque(maxlen=round(HISTORY_SECONDS / FRAME_SECONDS)) for w in detector.words}
         self._endpointer = Endpointer()
         self._capture: UtteranceCapture | None = None
+        self._answer: UtteranceCapture | None = None
+        """The answer window after "confirm?" (no wake word): it goes to the worker as an Answer, never stored."""
         # Hits wait here until the verifier's look-ahead (its frames_after) has been heard.
         self._due: list[tuple[int, WakeHit]] = []
         self._look_ahead = verifier.frames_after if verifier is not None else 0
@@ -143,6 +145,8 @@ class Daemon:
             if self._capture is not None:
                 self._submit(self._capture.finish(self.t))
                 self._capture = None
+            self._answer = None
+            self.worker.cancel_answer("stopped", self.t, wait=True)  # nothing deleted without its yes
             if self.source.is_open:
                 self.source.close()
             self.privacy.set_mic_open(False, "stopped")
@@ -176,6 +180,7 @@ class Daemon:
         """Muted: close the stream (live) or discard input (files). False when the run should end."""
         if self._capture is not None:
             self._capture = self._round = None  # a mute mid-utterance keeps nothing of it
+        self._lapse_answer("muted")  # a mute is never a "yes"
         if self.source.live:
             if self.source.is_open:
                 self.source.close()
@@ -188,6 +193,7 @@ class Daemon:
                     self.watchdog()  # alive, just not listening
             self._muted_seconds += time.monotonic() - muted_at
             self._tick_clock()
+            self._lapse_answer("muted")  # asked back while muted: no window opens after the unmute
             self._history.clear()
             return True
         self.privacy.set_mic_open(False, "mute")
@@ -227,6 +233,7 @@ class Daemon:
                 if done is not None:
                     self._capture = None
                     self._submit(done)
+        self._listen_for_answer(frame)
         # A hit within the refractory period of the last wake is that wake's own phrase still scoring,
         # possibly on another model ("hey jarvis" also scores as hey_marvin): never a new request.
         hits = [h for h in hits if self.stats.frames - self._woke_at > self._refractory_frames]
@@ -239,6 +246,32 @@ class Daemon:
         for hit in sorted(ready, key=lambda h: -h.score):
             if self._accept(hit):
                 break
+
+    def _listen_for_answer(self, frame: np.ndarray) -> None:
+        """Feed the answer window, or open one if the worker asked back a deletion."""
+        if self._answer is not None:
+            done = self._answer.feed(frame, self.t)
+            if done is not None:
+                self._answer = None
+                self.worker.submit(Answer(t_end=done.t_end, pcm=done.pcm), wait=not self.source.live)
+            return
+        seconds = self.worker.take_answer_request()
+        if seconds is None:
+            return
+        if self._capture is not None:  # a new wake came first: the question lapses
+            self.worker.cancel_answer("wake word", self.t, wait=not self.source.live)
+            return
+        # Opened at once: the owner answers the tone, and a window opened later could miss the "yes".
+        self._answer = UtteranceCapture(
+            preroll=[], t_wake=self.t, wake_word="", score=0.0, store_allowed=False, wall_time=0.0,
+            endpointer=self._endpointer, max_seconds=seconds, silence_seconds=self.settings.commands.silence_seconds,
+            start_grace_seconds=seconds)
+
+    def _lapse_answer(self, reason: str) -> None:
+        """End the answer window, open or only asked for: the deletion waiting for it is not carried out."""
+        if self._answer is not None or self.worker.take_answer_request() is not None:
+            self._answer = None
+            self.worker.cancel_answer(reason, self.t, wait=not self.source.live)
 
     def _accept(self, hit: WakeHit) -> bool:
         """Second look at a hit; on success open the command window. True if it opened."""
@@ -258,6 +291,7 @@ class Daemon:
             return False
         self.stats.wakes += 1
         self._woke_at = self.stats.frames
+        self._lapse_answer("wake word")  # a new request instead of an answer: nothing is deleted
         if self._capture is not None:
             # People make requests back to back: a new wake word ends the open utterance just before
             # its own phrase, and that utterance is handled as it stands (a command in it is obeyed

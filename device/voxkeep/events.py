@@ -100,6 +100,26 @@ class Deleted(Event):
 
 
 @dataclass(frozen=True)
+class Confirm(Event):
+    """A deleting command was heard and nothing is deleted yet: the speaker asks back ("confirm?" tone) and
+    listens ``seconds`` for "yes", without a wake word."""
+
+    TYPE: ClassVar[str] = "confirm"
+    command: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class NotDeleted(Event):
+    """A deletion that was asked back was not confirmed; nothing was deleted. ``reason``: "no", "no clear
+    yes" (silence, or anything else), "muted", "wake word" (a new request came instead) or "stopped"."""
+
+    TYPE: ClassVar[str] = "not_deleted"
+    command: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Forwarded(Event):
     """An utterance left the device to a consented sink."""
 

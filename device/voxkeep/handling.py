@@ -4,6 +4,11 @@ One worker thread takes finished utterances from a small bounded queue, in order
 utterance is in force before the next utterance is judged. Audio is stored only if the mode allowed it
 both when the wake word was heard and now, the utterance was not itself a privacy command, an owner
 key exists and retention keeps anything at all.
+
+A deletion by voice is asked back first (``commands.confirm_deletes``): the worker plays "confirm?",
+asks the audio loop for an answer window (``take_answer_request``, polled by the loop, one at a time)
+and deletes only if that window's ``Answer`` is a clear "yes". An Answer is not an Utterance: it is
+never stored, forwarded or handed to ``on_request``.
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+import numpy as np
 
 from . import SAMPLE_RATE
 from .capture import Utterance
 from .config import Settings
 from .errors import VoxkeepError
-from .events import Command, Deleted, Event, Handled, Notice, Recorded
+from .events import Command, Confirm, Deleted, Event, Handled, NotDeleted, Notice, Recorded
 from .forward import revoke_consent
 from .privacy import Mode, PrivacyState
 
@@ -28,6 +36,19 @@ QUEUE_SIZE = 4
 """Utterances waiting to be handled; more than this while live means the device is overloaded."""
 
 VOICE_ACTIONS = {"stop_recording": "recording_off", "start_recording": "recording_on"}
+
+ASKED_BACK = frozenset({"delete_last", "delete_today"})
+"""Commands that are asked back before they are carried out: they cannot be undone."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the answer window after "confirm?" heard, or why there was none (``cancelled``: "muted",
+    "wake word", "stopped"; then ``pcm`` is None). Judged for "yes"/"no" and dropped, never kept."""
+
+    t_end: float
+    pcm: np.ndarray | None = None
+    cancelled: str = ""
 
 
 class Recognizer(Protocol):
@@ -54,9 +75,12 @@ class UtteranceWorker:
                  recognizer: Recognizer | None, vault: VaultLike | None,
                  on_command: Callable[[str], None] | None = None,
                  on_recorded: Callable[[Utterance, str], None] | None = None,
-                 on_request: Callable[[Utterance], Callable[[str | None], None] | None] | None = None) -> None:
+                 on_request: Callable[[Utterance], Callable[[str | None], None] | None] | None = None,
+                 answers: Recognizer | None = None, on_ask: Callable[[], None] | None = None) -> None:
         """``on_request`` gets each utterance judged not to be a privacy command, before it is stored (the
-        Home Assistant satellite streams it); what it returns is told the recording id, or None if none."""
+        Home Assistant satellite streams it); what it returns is told the recording id, or None if none.
+        ``answers`` hears "yes"/"no" in an answer window (voxkeep.commands.AnswerRecognizer); without it
+        deletions are not asked back. ``on_ask`` plays the "confirm?" tone."""
         self._settings = settings
         self._privacy = privacy
         self._publish = publish
@@ -65,7 +89,14 @@ class UtteranceWorker:
         self._on_command = on_command
         self._on_recorded = on_recorded
         self._on_request = on_request
-        self._queue: queue.Queue[Utterance | None] = queue.Queue(maxsize=QUEUE_SIZE)
+        self._answers = answers
+        self._on_ask = on_ask
+        self._queue: queue.Queue[Utterance | Answer | None] = queue.Queue(maxsize=QUEUE_SIZE)
+        self._pending: tuple[str, str] | None = None
+        """(command, wake word) waiting for its answer; only the worker thread touches it."""
+        self._ask_lock = threading.Lock()
+        self._asked: float | None = None
+        """Seconds of answer window the loop should open, until it takes the request."""
         self._thread = threading.Thread(target=self._run, name="utterances", daemon=True)
         self.dropped = 0
         self.stats = {"commands": 0, "recorded": 0}
@@ -73,7 +104,20 @@ class UtteranceWorker:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, utterance: Utterance, *, wait: bool) -> bool:
+    def take_answer_request(self) -> float | None:
+        """For the audio loop, each frame: how long an answer window to open now, or None. Never blocks long."""
+        if self._asked is None:  # the common case, without the lock
+            return None
+        with self._ask_lock:
+            seconds, self._asked = self._asked, None
+        return seconds
+
+    def cancel_answer(self, reason: str, t: float, *, wait: bool) -> None:
+        """For the audio loop: a mute or a new wake word ends any answer window asked for or open."""
+        self.take_answer_request()
+        self.submit(Answer(t_end=t, cancelled=reason), wait=wait)
+
+    def submit(self, utterance: Utterance | Answer, *, wait: bool) -> bool:
         """Queue an utterance; with ``wait`` (file input) block until it has been handled."""
         if wait:
             self._queue.put(utterance)
@@ -99,7 +143,10 @@ class UtteranceWorker:
             try:
                 if item is None:
                     return
-                self._handle(item)
+                if isinstance(item, Answer):
+                    self._settle(item)
+                else:
+                    self._handle(item)
             except Exception:
                 log.exception("failed to handle an utterance")
             finally:
@@ -108,16 +155,18 @@ class UtteranceWorker:
     def _handle(self, u: Utterance) -> None:
         if u.arbitration is not None and not u.arbitration.wait_won():
             return  # another speaker answered this wake: nothing recognised, stored or sent (the arbiter said so)
+        self._settle(Answer(t_end=u.t_wake, cancelled="wake word"))  # a new request: the old question lapses
         command = self._recognise(u)
         t_cmd = u.t_wake + (len(u.pcm) - u.command_start) / SAMPLE_RATE
         if command is not None:
             self.stats["commands"] += 1
             self._publish(Command(t=min(t_cmd, u.t_end), command=command))
-            self._obey(command, u.t_end)
             if u.arbitration is not None:
                 u.arbitration.tell(command)  # "don't record anymore" was said to the whole house
-            if self._on_command is not None:
-                self._on_command(command)
+            if command in ASKED_BACK and self._settings.commands.confirm_deletes and self._answers is not None:
+                self._ask(command, u)  # handled once answered: the LED keeps blinking while it listens
+                return
+            self._carry_out(command, u.t_end)
             self._publish(Handled(t=u.t_end, wake_word=u.wake_word, outcome="command", reason=""))
             return
         told = self._on_request(u) if self._on_request is not None else None
@@ -127,6 +176,41 @@ class UtteranceWorker:
         finally:
             if told is not None:
                 told(rec_id)
+
+    def _ask(self, command: str, u: Utterance) -> None:
+        """Ask back before deleting: "confirm?" tone, an event, and an answer window from the loop."""
+        seconds = self._settings.commands.confirm_seconds
+        self._pending = (command, u.wake_word)
+        if self._on_ask is not None:
+            self._on_ask()
+        self._publish(Confirm(t=u.t_end, command=command, seconds=seconds))
+        with self._ask_lock:
+            self._asked = seconds
+
+    def _settle(self, answer: Answer) -> None:
+        """Carry out the deletion waiting for ``answer`` if it is a clear "yes"; else say it was not deleted."""
+        if self._pending is None:
+            return  # nothing asked (a late cancel, or an ordinary request)
+        (command, wake_word), self._pending = self._pending, None
+        with self._ask_lock:
+            self._asked = None  # not taken yet (stopped, muted): no window opens for a lapsed question
+        reason = answer.cancelled
+        if not reason:
+            assert self._answers is not None and answer.pcm is not None
+            heard = self._answers.recognize(answer.pcm)
+            said = None if heard is None else str(heard.command)
+            if said == "yes":
+                self._carry_out(command, answer.t_end)
+            else:
+                reason = "no" if said == "no" else "no clear yes"
+        if reason:
+            self._publish(NotDeleted(t=answer.t_end, command=command, reason=reason))
+        self._publish(Handled(t=answer.t_end, wake_word=wake_word, outcome="command", reason=""))
+
+    def _carry_out(self, command: str, t: float) -> None:
+        self._obey(command, t)
+        if self._on_command is not None:
+            self._on_command(command)
 
     def _keep(self, u: Utterance) -> str | None:
         """Store ``u`` if everything allows it; publish what happened; the recording id or None."""

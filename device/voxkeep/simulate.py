@@ -635,7 +635,8 @@ class Outcome:
 
 DETAIL_FIELD = {"wake": "wake_word", "wake_rejected": "wake_word", "command": "command", "state": "mode",
                 "recorded": "wake_word", "deleted": "cause", "handled": "outcome", "forwarded": "sink",
-                "transcript": "sink", "notice": "level", "arbitration": "outcome"}
+                "transcript": "sink", "notice": "level", "arbitration": "outcome", "confirm": "command",
+                "not_deleted": "reason"}
 """The field after the colon in an expectation's event name, e.g. "handled:recorded"."""
 
 
@@ -1047,6 +1048,10 @@ def describe_event(e: dict[str, Any]) -> tuple[str, str] | None:
         return "stored", f"kept {e['duration']:.1f} s of audio, encrypted to the owner"
     if kind == "deleted":
         return "deleted", f"deleted {_count(int(e['count']), 'recording')} ({e['cause']})"
+    if kind == "confirm":
+        return "confirm", f"asks back (\"confirm?\" tone): say \"yes\" within {e['seconds']:g} s to delete"
+    if kind == "not_deleted":
+        return "kept", f"deleted nothing ({e['reason']})"
     if kind == "handled" and e["outcome"] == "not_recorded":
         return "dropped", f"kept nothing: {e['reason']}"
     if kind == "state":

@@ -5,7 +5,8 @@ small bounded queue, so ``TonePlayer.play`` returns at once and the audio loop n
 speaker. Each tone has a different shape so it can be told apart without looking:
 
 - ``stopped_recording``: two falling beeps; ``resumed``: two rising beeps;
-- ``deleted``: three quick high beeps; ``muted``: one low long beep.
+- ``deleted``: three quick high beeps; ``muted``: one low long beep;
+- ``confirm``: a rising question ("delete? say yes") before a voice deletion, which waits for the answer.
 
 The microphone hears the speaker. ``playing_until()`` is the monotonic time until which the tone (plus
 output latency and the wake model's memory of it) may be in captured audio; the daemon drops wake
@@ -36,6 +37,7 @@ TONES: dict[str, tuple[tuple[float, float], ...]] = {
     "resumed": ((660.0, 0.12), (0.0, 0.06), (880.0, 0.16)),
     "deleted": ((1200.0, 0.07), (0.0, 0.05), (1200.0, 0.07), (0.0, 0.05), (1200.0, 0.07)),
     "muted": ((440.0, 0.30),),
+    "confirm": ((600.0, 0.10), (0.0, 0.04), (900.0, 0.22)),
     # Home Assistant timers (voxkeep.satellite): a soft rising pair when set, a falling one when cancelled,
     # and a bright triple chime, played three times, when one finishes.
     "timer_started": ((523.0, 0.10), (0.0, 0.04), (784.0, 0.10)),

@@ -22,6 +22,8 @@ Events (one JSON object per line, "t" = seconds of audio since the input started
   {"type": "state", "t": ..., "mode": "listening|not_recording|muted", "mic_open": true, "cause": ...}
   {"type": "recorded", "t": ..., "recording_id": ..., "duration": ..., "wake_word": ...}
   {"type": "deleted", "t": ..., "count": ..., "cause": ...}
+  {"type": "confirm", "t": ..., "command": "delete_last|delete_today", "seconds": 4.0}   (asked back: say "yes")
+  {"type": "not_deleted", "t": ..., "command": ..., "reason": "no|no clear yes|muted|wake word|stopped"}
   {"type": "handled", "t": ..., "wake_word": ..., "outcome": "command|recorded|not_recorded", "reason": ...}
   {"type": "forwarded", "t": ..., "sink": ..., "recording_id": ..., "size": ...}
   {"type": "transcript", "t": ..., "sink": ..., "text": ...}
