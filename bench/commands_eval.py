@@ -1,7 +1,7 @@
 """Privacy commands given a wake, per condition and per voice family, through the daemon's own window.
 
     python bench/commands_eval.py [--split report|tune] [--min-score X --delete-min-score Y] [--sweep]
-                                  [--delete-filler-words N]
+                                  [--delete-filler-words N] [--confirm]
 
 Each request is a wake phrase and a command (or a confusable sentence) in one voice, heard in one room
 (bench/corpus.py's voices and rooms: clean, brown or pink noise at 10 and 20 dB SNR, a simulated
@@ -11,6 +11,11 @@ wake detector (bare threshold, no second look: the figures are "given a wake"), 
 command window; the recogniser then scores the exact window the utterance worker would hand it. So a
 cause in the loop (a window cut short, a clipped onset, state carried from one request to the next)
 shows here as it would on a speaker.
+
+``--confirm`` measures the answer to a deletion asked back instead: every voice of the split says each
+"yes" and "no" the answer grammar accepts, and other speech, in each room (and once over the speaker's own
+"confirm?" tone), and a silent answer window is tried in each room; AnswerRecognizer judges the window as
+the utterance worker would. A deletion happens only on "yes", so "false yes" is the figure that matters.
 
 Voices are split by voice (corpus.VOICES): ``--split report`` (the default) is what README quotes;
 thresholds are chosen on ``--split tune``. Confusable sentences are split too: TUNE's list was used to
@@ -38,7 +43,15 @@ from voxkeep import SAMPLE_RATE
 from voxkeep.audio import WavFileSource
 from voxkeep.bus import EventBus
 from voxkeep.capture import Utterance
-from voxkeep.commands import DELETING, PHRASES, CommandRecognizer, Recognition, min_score_for
+from voxkeep.commands import (
+    ANSWERS,
+    DELETING,
+    PHRASES,
+    AnswerRecognizer,
+    CommandRecognizer,
+    Recognition,
+    min_score_for,
+)
 from voxkeep.config import CommandSettings, load_settings
 from voxkeep.daemon import Daemon
 from voxkeep.privacy import PrivacyState
@@ -266,6 +279,64 @@ def sweep(results: list[Result]) -> None:
               f" |        {np.mean(dpos >= thr):6.3f}  {int(np.sum(dneg >= thr)):4d}/{len(dneg)}")
 
 
+NOT_ANSWERS = ("what time is it", "yesterday", "I said it", "turn on the lights", "never mind that", "hello there")
+"""Speech in the answer window that is neither yes nor no (someone else talking, a second thought)."""
+ANSWER_LEAD_SECONDS = 0.4
+"""Room heard in the answer window before the owner answers the tone (the window opens with the tone)."""
+ECHO_DB = -6.0
+"""The "confirm?" tone as the microphone hears it in the ``echo`` room, relative to the speech level."""
+
+
+def _frac(row: list[int], i: int) -> str:
+    return f"{row[i]}/{sum(row)} ({row[i] / max(sum(row), 1):.2f})"
+
+
+def confirm_eval(split: str, settings: CommandSettings) -> None:
+    """How often "yes", "no", other speech and silence are understood in the answer window, per room and family."""
+    from voxkeep.tones import tone_samples
+
+    recognizer = AnswerRecognizer(settings)
+    rng = np.random.default_rng(31 if split == "report" else 30)
+    trials = [(t, "yes") for t in ANSWERS["yes"]] + [(t, "no") for t in ANSWERS["no"]] + \
+        [(t, "other") for t in NOT_ANSWERS] + [("", "silence")]
+    # (condition, family) -> kind -> [heard yes, heard no, heard nothing/unclear]
+    counts: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
+    false_yes: list[str] = []
+    lead = int(ANSWER_LEAD_SECONDS * SAMPLE_RATE)
+    tone = tone_samples("confirm").astype(np.float32)
+    for voice in corpus.VOICES[split]:
+        for text, kind in trials:
+            audio = corpus.say(text, voice, speed=int(rng.choice(corpus.SPEEDS))) if text else \
+                np.zeros(SAMPLE_RATE, np.int16)
+            for condition in (*CONDITIONS, "echo"):
+                clip, _ = _room(audio, "clean" if condition == "echo" else condition, split, rng)
+                window = clip[int(corpus.LEAD * SAMPLE_RATE) - lead:].astype(np.float32)
+                if condition == "echo":  # the speaker's own tone, at the window's start
+                    level = 10 ** ((corpus.SPEECH_DBFS + ECHO_DB) / 20) * 32768 / max(1.0, float(
+                        np.sqrt(np.mean(tone ** 2))))
+                    window[:len(tone)] += tone * level
+                got = recognizer.recognize(np.clip(np.round(window), -32768, 32767).astype(np.int16))
+                said = None if got is None else got.command
+                row = counts[(condition, voice.engine)][kind]
+                row[0 if said == "yes" else 1 if said == "no" else 2] += 1
+                if said == "yes" and kind != "yes":
+                    false_yes.append(f"{voice.label} {condition}: {text or '(silence)'!r}")
+    for axis, name in ((0, "room"), (1, "family")):
+        keys = sorted({k[axis] for k in counts})
+        print(f"\n| {name} | \"yes\" deletes | \"no\" heard as no | \"no\" deletes | other speech deletes "
+              "| silence deletes |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for key in keys:
+            tot: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+            for k, rows in counts.items():
+                if k[axis] == key:
+                    for kind, r in rows.items():
+                        tot[kind] = [a + b for a, b in zip(tot[kind], r, strict=True)]
+            print(f"| {key} | {_frac(tot['yes'], 0)} | {_frac(tot['no'], 1)} | {_frac(tot['no'], 0)} "
+                  f"| {_frac(tot['other'], 0)} | {_frac(tot['silence'], 0)} |")
+    print("\nfalse yes (would delete):" + ("".join(f"\n  {f}" for f in false_yes) or " none"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--split", choices=corpus.SPLITS, default="report", help="voices and sentences to use")
@@ -275,6 +346,8 @@ def main() -> int:
     parser.add_argument("--delete-min-score", type=float, help="commands.delete_min_score to report at")
     parser.add_argument("--filler-words", type=int, help="commands.filler_words (default: the config's)")
     parser.add_argument("--delete-filler-words", type=int, help="commands.delete_filler_words (default: the config's)")
+    parser.add_argument("--confirm", action="store_true", help="measure the yes/no answer to a deletion asked back "
+                        "(commands.confirm_deletes) instead")
     args = parser.parse_args()
     from voxkeep.config import default_models_dir
 
@@ -289,6 +362,10 @@ def main() -> int:
           f"{settings.delete_min_score:+.2f}, filler_words {settings.filler_words}, "
           f"delete_filler_words {settings.delete_filler_words}")
     t0 = time.perf_counter()
+    if args.confirm:
+        confirm_eval(args.split, settings)
+        print(f"\nin {time.perf_counter() - t0:.0f} s")
+        return 0
     results = evaluate(args.split, args.quick, settings, default_models_dir())
     for key in ("condition", "family", "wake"):
         table(results, settings, key)

@@ -204,3 +204,79 @@ def test_with_confirm_deletes_off_a_deletion_is_one_shot(tmp_path: Path, owned: 
     first, _second = (e["recording_id"] for e in of_type(events, "recorded"))
     assert of_type(events, "confirm") == []
     assert _recording_ids(owned) == {first}
+
+
+def _seconds(*parts: str | float) -> float:
+    return sum(p if isinstance(p, float) else len(speak(p)) / 16000 for p in parts)
+
+
+def test_a_mute_during_the_answer_window_deletes_nothing_even_after_a_yes(tmp_path: Path, owned: Path) -> None:
+    before = (*TWO_REQUESTS, "alexa", 0.3, "delete what I just said", 1.2)
+    wav = scene(tmp_path / "m.wav", *before, "yes", 5.0)
+    t_yes = _seconds(*before)
+    settings = load_settings(None, {"state_dir": str(owned), "wake": {"words": ["alexa"]}})
+    seen: list[Event] = []
+    app: list = []
+
+    def press(t: float) -> None:  # the mute button, pressed just before the "yes" and released after it
+        if abs(t - (t_yes - 0.16)) < 0.04:
+            app[0].privacy.request("mute", "button")
+        elif abs(t - (t_yes + 1.6)) < 0.04:
+            app[0].privacy.request("unmute", "button")
+
+    from voxkeep.audio import WavFileSource
+
+    app.append(build_app(settings, source=WavFileSource(wav), extra_observers=[seen.append], on_frame=press,
+                         control=False))
+    app[0].run()
+    events = [e.to_dict() for e in seen]
+    assert [e["reason"] for e in of_type(events, "not_deleted")] == ["muted"]
+    assert of_type(events, "deleted") == []
+    assert len(_recording_ids(owned)) == 2
+
+
+def test_a_new_wake_word_instead_of_an_answer_deletes_nothing_and_is_heard(tmp_path: Path, owned: Path) -> None:
+    wav = scene(tmp_path / "w.wav", *TWO_REQUESTS, "alexa", 0.3, "delete what I just said", 1.2,
+                "alexa", 0.3, "what will the weather be like tomorrow", 3.0)
+    events, _ = _run(wav, owned)
+    assert [e["reason"] for e in of_type(events, "not_deleted")] == ["wake word"]
+    assert of_type(events, "deleted") == []
+    assert len(of_type(events, "recorded")) == 3 and len(_recording_ids(owned)) == 3  # the new request is kept
+
+
+def test_the_answer_never_reaches_the_vault_or_the_satellite(state_dir: Path) -> None:
+    """The worker's contract: an answer window is judged yes/no and dropped, whatever it holds."""
+    from voxkeep.capture import Utterance
+    from voxkeep.commands import AnswerRecognizer, CommandRecognizer
+    from voxkeep.handling import Answer, UtteranceWorker
+    from voxkeep.owner import generate_identity
+    from voxkeep.privacy import PrivacyState
+    from voxkeep.vault import Vault
+
+    settings = load_settings(None, {"state_dir": str(state_dir), "wake": {"words": ["alexa"]}})
+    seen: list[Event] = []
+    handed: list[Utterance] = []
+    with Vault(state_dir, settings.vault) as vault:
+        vault.add_recipient(generate_identity()[1])
+        worker = UtteranceWorker(settings, PrivacyState(state_dir / "state.json"), seen.append,
+                                 recognizer=CommandRecognizer(settings.commands, ["alexa"]), vault=vault,
+                                 answers=AnswerRecognizer(settings.commands),
+                                 on_request=lambda u: handed.append(u) or None)
+        worker.start()
+
+        def said(text: str, t: float) -> Utterance:
+            pcm = np.concatenate([silence(0.3), speak(text), silence(0.8)])
+            return Utterance(t, t + len(pcm) / 16000, "alexa", 0.9, pcm, 0, 0, True, 0.0)
+
+        worker.submit(said("what will the weather be like tomorrow", 1.0), wait=True)
+        worker.submit(said("delete what I just said", 10.0), wait=True)
+        assert worker.take_answer_request() == 4.0 and worker.take_answer_request() is None  # one at a time
+        answer = np.concatenate([silence(0.3), speak("yes, and what will the weather be like"), silence(0.8)])
+        worker.submit(Answer(t_end=14.0, pcm=answer), wait=True)  # not a clear yes: kept, never passed on
+        worker.submit(said("delete what I just said", 20.0), wait=True)
+        worker.submit(Answer(t_end=24.0, pcm=np.concatenate([silence(0.3), speak("yes"), silence(0.8)])), wait=True)
+        worker.stop()
+        assert len(handed) == 1 and handed[0].t_wake == 1.0  # only the weather request went to the satellite
+        assert [e.TYPE for e in seen if e.TYPE in ("recorded", "confirm", "not_deleted", "deleted")] == \
+            ["recorded", "confirm", "not_deleted", "confirm", "deleted"]
+        assert vault.list() == []
