@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,12 +43,6 @@ STATUS_EVERY = 30.0
 MUTE_EVERY = 420.0
 MQTT_MUTE_EVERY = 660.0
 MUTED_FOR = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def household_scene(seed: int = 7) -> np.ndarray:
@@ -165,12 +158,11 @@ def _cli(state: Path, *args: str) -> bool:
 def soak(work: Path, minutes: float) -> dict[str, Any]:
     from voxkeep.config import load_settings
     from voxkeep.owner import generate_identity
+    from voxkeep.testing.mosquitto import LoopbackMosquitto
     from voxkeep.vault import Vault
 
-    port = _free_port()
-    conf = work / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = LoopbackMosquitto()
+    port = broker.port
     Sink.received = []
     sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
@@ -233,12 +225,11 @@ def soak(work: Path, minutes: float) -> dict[str, Any]:
             proc.kill()
         watcher.loop_stop()
         sink.shutdown()
-        broker.terminate()
-        broker.wait(10)
+        broker.close()
     if crashed or not report.exists():
         raise SystemExit(f"soak: the daemon stopped early (exit {proc.returncode}); see {work / 'child.log'}")
     result = json.loads(report.read_text())
-    warm = [s for s in samples if s[0] >= min(300.0, minutes * 60 * 0.2)]  # after models and caches settle
+    warm = [s for s in samples if s[0] >= min(300.0, max(30.0, minutes * 60 * 0.2))]  # after models and caches settle
     tail = warm[-max(1, len(warm) // 10):]
     return {**result, "minutes": (samples[-1][0] if samples else 0) / 60,
             "rss_warm": warm[0][1], "rss_end": float(np.median([s[1] for s in tail])),
