@@ -236,7 +236,8 @@ class Daemon:
         self._listen_for_answer(frame)
         # A hit within the refractory period of the last wake is that wake's own phrase still scoring,
         # possibly on another model ("hey jarvis" also scores as hey_marvin): never a new request.
-        hits = [h for h in hits if self.stats.frames - self._woke_at > self._refractory_frames]
+        if hits:
+            hits = [h for h in hits if self.stats.frames - self._woke_at > self._refractory_frames]
         if not (hits or self._due):
             return  # the common case: nothing to look at, nothing allocated
         # Several models may fire on one phrase: best first.
