@@ -522,17 +522,25 @@ def test_image_wiring_defaults_match_the_example_config_and_the_wiring_guide():
     assert "pi-gen/stage-voxkeep/01-firstboot/files" in customize
 
 
-def test_a_user_outside_group_voxkeep_gets_one_line_not_a_traceback(monkeypatch, tmp_path):
+@pytest.mark.parametrize("command", [["mute"], ["unmute"], ["recording", "off"], ["status"]])
+def test_a_user_outside_group_voxkeep_gets_one_line_not_a_traceback(monkeypatch, tmp_path, capsys, command):
     """/run/voxkeep is 0750 voxkeep:voxkeep: for anyone else even looking for the socket is refused (found in
-    the VM: `voxkeep mute` as such a user died with a PermissionError traceback)."""
+    the VM: `voxkeep mute` as such a user died with a PermissionError traceback, twice: once in the control
+    client, then in the CLI's own look for the service)."""
     from voxkeep import control
-    from voxkeep.errors import VoxkeepError
+    from voxkeep.cli import main
 
     class Hidden(type(Path())):
         def exists(self, **_kw):
             raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(control, "SERVICE_SOCKET", Hidden("/run/voxkeep/control.sock"))
-    with pytest.raises(VoxkeepError, match="only members of group voxkeep may use the speaker's service; "
-                                           r"sudo usermod -a -G voxkeep \$USER"):
-        control.request(tmp_path, {"action": "mute"}, find_service=True)
+    monkeypatch.setenv("HOME", str(tmp_path))  # the CLI's own state dir, were it (wrongly) used
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    assert main(command) != 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and "only members of group voxkeep may use the speaker's service; " \
+        "sudo usermod -a -G voxkeep $USER" in err
+    assert not list(tmp_path.rglob("*.json")), "the CLI changed some other state dir instead"

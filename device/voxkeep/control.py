@@ -297,8 +297,9 @@ MAX_REPLY = 1 << 20
 """A status reply is a few hundred bytes; anything longer than this is not an answer."""
 
 
-def _service_socket_exists() -> bool:
-    """Whether the systemd service's socket is there; its directory is for group voxkeep only."""
+def service_socket_exists() -> bool:
+    """Whether the systemd service's socket is there. Its directory is for group voxkeep only: anyone
+    else gets one line naming the fix (VoxkeepError), never a PermissionError traceback."""
     try:
         return SERVICE_SOCKET.exists()
     except PermissionError:
@@ -314,7 +315,7 @@ def request(state_dir: Path, body: dict[str, Any], timeout: float = 5.0, *, find
     see ``statelock``). With ``find_service`` (the CLI with no explicit --state-dir), the systemd
     service's socket is used when it exists, since on a speaker that is the daemon the owner means.
     """
-    path = SERVICE_SOCKET if find_service and _service_socket_exists() else socket_path(state_dir)
+    path = SERVICE_SOCKET if find_service and service_socket_exists() else socket_path(state_dir)
     deadline = time.monotonic() + timeout
     silent = VoxkeepError(f"the voxkeep daemon with state in {state_dir} did not answer in {timeout:.0f} s; "
                           "see its log (journalctl -u voxkeep)")

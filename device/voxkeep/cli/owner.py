@@ -46,7 +46,7 @@ def _change(args: argparse.Namespace) -> int:
 
     action = args.action or f"recording_{args.state}"
     settings = settings_from_args(args)
-    service = _implicit_state(args, settings) and control.SERVICE_SOCKET.exists()
+    service = _implicit_state(args, settings) and control.service_socket_exists()
     try:
         reply = control.request(settings.state_path, {"action": action}, find_service=service)
     except control.DaemonNotRunning as gone:
@@ -104,7 +104,7 @@ def _status(args: argparse.Namespace) -> int:
     from ..errors import VoxkeepError
 
     settings = settings_from_args(args)
-    service = _implicit_state(args, settings) and control.SERVICE_SOCKET.exists()
+    service = _implicit_state(args, settings) and control.service_socket_exists()
     try:
         status = control.request(settings.state_path, {"action": "status"}, find_service=service)["status"]
         status["daemon_running"] = True

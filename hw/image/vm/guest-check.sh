@@ -98,10 +98,18 @@ if [ "$PHASE" = 1 ]; then
     else
         fail "voxkeep status for group voxkeep"
     fi
-    if show runuser -u nobody -- voxkeep mute; then
+    # Refused with the one line that names the fix: a traceback is a failure too.
+    if show runuser -u nobody -- voxkeep mute > "$STATE/refused.txt"; then
+        cat "$STATE/refused.txt"
         fail "a user outside group voxkeep could mute"
     else
-        pass "a user outside group voxkeep is refused"
+        cat "$STATE/refused.txt"
+        if grep -q "only members of group voxkeep may use the speaker's service" "$STATE/refused.txt" \
+            && ! grep -q Traceback "$STATE/refused.txt"; then
+            pass "a user outside group voxkeep is refused with one line naming the fix"
+        else
+            fail "a user outside group voxkeep is refused, but not with one clear line"
+        fi
     fi
 
     # A stalled audio loop: freeze the process; the watchdog (WatchdogSec) must restart it.
