@@ -30,6 +30,7 @@ this module is the grammar phrase of an accepted command, which is one of a fixe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import re
@@ -206,11 +207,30 @@ def _grammar(rules_of: dict[str, str], tails: Sequence[str]) -> str:
     return f"#JSGF V1.0;\ngrammar privacy;\npublic <command> = {prefix}({commands});\n{rules}\n"
 
 
-def _common_words(model: Path, count: int) -> dict[str, float]:
-    """The ``count`` most probable words of pocketsphinx's bundled English model, with log10 unigram probabilities.
+COMMON_WORDS_PATH = Path(__file__).parent / "data" / "common_words.tsv"
+"""The head of ``rank_common_words`` for pocketsphinx's bundled model, written by ``write_common_words``."""
+COMMON_WORDS_SHIPPED = 2000
+"""Words kept in that file: the answer window needs 1000, ``commands.filler_words`` suggests 1000."""
+
+
+def _model_fingerprint(model: Path) -> str:
+    """SHA-256 of the two files the ranking is made of, so a changed pocketsphinx model is noticed."""
+    digest = hashlib.sha256()
+    for name in ("en-us.lm.bin", "cmudict-en-us.dict"):
+        with (model / name).open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def rank_common_words(model: Path, count: int) -> list[tuple[str, int]]:
+    """The ``count`` most probable words of pocketsphinx's bundled English model, best first, with their
+    unigram probabilities in pocketsphinx's log base 1.0001.
 
     A generic vocabulary, not chosen for the commands: the competitor must explain any ordinary
     sentence, so it is the words people say most. Words of one phone are left out (see MIN_TAIL_PHONES).
+    Reading the 27 MB trigram model costs about 60 MB of memory and a second, so the daemon reads the
+    shipped head of this list instead (``_common_words``).
     """
     import pocketsphinx
 
@@ -221,9 +241,38 @@ def _common_words(model: Path, count: int) -> dict[str, float]:
             head, _, phones = line.strip().partition(" ")
             if "(" not in head and re.fullmatch(r"[a-z']+", head) and len(phones.split()) >= MIN_TAIL_PHONES:
                 ranked.append((lm.prob([head]), head))
+    del lm
     ranked.sort(key=lambda pw: (-pw[0], pw[1]))
+    return [(w, p) for p, w in ranked[:count]]
+
+
+def write_common_words(path: Path = COMMON_WORDS_PATH) -> None:
+    """Regenerate the shipped list from the installed pocketsphinx (after upgrading it)."""
+    model = _model_dir()
+    rows = [f"{w}\t{p}" for w, p in rank_common_words(model, COMMON_WORDS_SHIPPED)]
+    path.write_text(f"# {_model_fingerprint(model)}\n" + "\n".join(rows) + "\n", encoding="utf-8")
+
+
+def _shipped_common_words(model: Path, count: int) -> list[tuple[str, int]] | None:
+    """The shipped ranking's first ``count`` words, or None if it is shorter or made from another model."""
+    if count > COMMON_WORDS_SHIPPED:
+        return None
+    with COMMON_WORDS_PATH.open(encoding="utf-8") as fh:
+        if fh.readline().strip() != f"# {_model_fingerprint(model)}":
+            log.info("pocketsphinx's model is not the one %s was made from; ranking its words afresh",
+                     COMMON_WORDS_PATH.name)
+            return None
+        rows = [line.rstrip("\n").split("\t") for _, line in zip(range(count), fh, strict=False)]
+    return [(w, int(p)) for w, p in rows]
+
+
+def _common_words(model: Path, count: int) -> dict[str, float]:
+    """The ``count`` most common words (``rank_common_words``) with log10 unigram probabilities."""
+    ranked = _shipped_common_words(model, count)
+    if ranked is None:
+        ranked = rank_common_words(model, count)
     # NGramModel.prob answers in pocketsphinx's log base 1.0001.
-    return {w: p * math.log10(1.0001) for p, w in ranked[:count]}
+    return {w: p * math.log10(1.0001) for w, p in ranked}
 
 
 def _unigram_arpa(probs: dict[str, float]) -> str:
