@@ -301,3 +301,22 @@ def test_an_unknown_engine_in_the_config_is_one_line_naming_the_choices(tmp_path
                    "--state-dir", str(tmp_path / "s"), stdin=b"")
     line = one_error_line(proc.stderr)
     assert proc.returncode != 0 and "wake.engine" in line and "openwakeword, microwakeword, both" in line
+
+
+def test_a_model_file_is_loaded_once_and_a_replaced_one_again(models_dir: Path, tmp_path: Path) -> None:
+    """The detector and the second look share one session per file (memory), but never a stale one: a
+    custom model replaced on disk scores with the new file."""
+    from voxkeep.engine import session
+
+    custom = tmp_path / "custom.onnx"
+    shutil.copy(models_dir / "hey_jarvis_v0.1.onnx", custom)
+    first = session(custom)
+    assert session(custom) is first
+    assert session(models_dir / "embedding_model.onnx") is session(models_dir / "embedding_model.onnx")
+    shutil.copy(models_dir / "alexa_v0.1.onnx", custom)
+    replaced = session(custom)
+    assert replaced is not first
+    window = np.random.default_rng(0).standard_normal((1, 16, 96)).astype(np.float32)
+    alexa = session(models_dir / "alexa_v0.1.onnx")
+    assert np.array_equal(replaced.run(None, {replaced.get_inputs()[0].name: window})[0],
+                          alexa.run(None, {alexa.get_inputs()[0].name: window})[0])

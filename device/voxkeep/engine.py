@@ -25,6 +25,7 @@ so gating cannot delay or lose a wake unless quiet audio alone would have crosse
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,33 @@ class EnergyGate:
         return is_loud
 
 
-def session(path: Path, ort: Any = None) -> Any:
-    """One single-threaded session: on a 4-core Pi the other cores belong to the rest of the daemon.
+_SESSIONS: dict[tuple[str, int, int], Any] = {}
+_SESSIONS_LOCK = threading.Lock()
 
-    The memory arena is off: these models are tiny, and an arena sized for the largest batch ever run
-    keeps that memory for good (a Pi Zero 2 W has 512 MB for everything).
+
+def session(path: Path, ort: Any = None) -> Any:
+    """One single-threaded session per model file, shared by everything in the process that runs it.
+
+    Single-threaded: on a 4-core Pi the other cores belong to the rest of the daemon. Shared: the
+    detector, the second look and the ``both`` agreement each used to load the same melspectrogram and
+    embedding models again (2-12 MB each); a session holds no state between runs, and onnxruntime's
+    ``run`` is safe to call from several threads. A file replaced on disk (new size or mtime) gets a new
+    session. The memory arena is off: these models are tiny, and an arena sized for the largest batch
+    ever run keeps that memory for good (a Pi Zero 2 W has 512 MB for everything).
     """
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ModelError(f"cannot load model {path}: {exc.strerror}; use an openWakeWord-compatible .onnx file") \
+            from None
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _SESSIONS_LOCK:
+        if key not in _SESSIONS:
+            _SESSIONS[key] = _new_session(path, ort)
+        return _SESSIONS[key]
+
+
+def _new_session(path: Path, ort: Any) -> Any:
     if ort is None:
         import onnxruntime as ort
     options = ort.SessionOptions()
