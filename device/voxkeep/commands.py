@@ -335,15 +335,15 @@ class CommandRecognizer:
         model = _model_dir()
         tail_sources = {*self.TAIL_WORDS, *(w.replace("-", "_").split("_")[-1].lower() for w in wake_words)}
         words = _grammar_words(self.RULES)
-        prons = _read_dict(model / "cmudict-en-us.dict", words | tail_sources | set(self.LEAD_WORDS))
+        count = settings.filler_words or settings.delete_filler_words
+        common = _common_words(model, count) if count else {}
+        # One pass over the 3 MB dictionary for every word needed (each pass is ~0.1 s of start-up here).
+        prons = _read_dict(model / "cmudict-en-us.dict", words | tail_sources | set(self.LEAD_WORDS) | common.keys())
         missing = words - prons.keys()
         if missing:
             raise ModelError(f"the pocketsphinx dictionary lacks {sorted(missing)}; reinstall pocketsphinx")
         tails = self._tail_words(prons, tail_sources)
-        count = settings.filler_words or settings.delete_filler_words
-        common = _common_words(model, count) if count else {}
         vocabulary = self._open_vocabulary(common, tails, settings.command_weight, words)
-        prons |= _read_dict(model / "cmudict-en-us.dict", common.keys() - prons.keys())
         with tempfile.TemporaryDirectory(prefix="voxkeep-cmd-") as tmp:
             # A dictionary of only the words searched: the full one costs ~20 MB on a Pi Zero for nothing.
             dict_path = Path(tmp) / "commands.dict"
