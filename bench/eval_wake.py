@@ -71,8 +71,15 @@ def engines() -> tuple[str, ...]:
     return ("openwakeword", "microwakeword", "both") if "engine" in names else ("openwakeword",)
 
 
+CASCADE = "cascade@"
+"""``cascade@T``: openWakeWord with ``wake.cascade_threshold = T`` (``--cascade``), columns of their own."""
+
+
 def settings_for(engine: str, words: tuple[str, ...], **kw: object) -> WakeSettings:
     """The daemon's wake settings for ``engine`` and ``words`` (plus any second-look keys in ``kw``)."""
+    if engine.startswith(CASCADE):
+        kw = {**kw, "cascade_threshold": float(engine[len(CASCADE):])}
+        engine = "openwakeword"
     extra = {"engine": engine} if len(engines()) > 1 else {}
     return WakeSettings(words=list(words), **extra, **kw)
 
@@ -82,6 +89,7 @@ def engine_words(engine: str, models_dir: Path) -> tuple[str, ...]:
     if len(engines()) == 1:
         return corpus.CLASSIFIED
     from voxkeep.errors import ModelError
+    from voxkeep.models import bundled_micro_words
     from voxkeep.wake import plan_words
 
     usable = []
@@ -90,7 +98,10 @@ def engine_words(engine: str, models_dir: Path) -> tuple[str, ...]:
             (plan,) = plan_words(settings_for(engine, (w,)), models_dir)
         except ModelError:
             continue
-        if plan.engine == engine or (engine == "both" and (plan.agree or plan.engine == "microwakeword")):
+        if engine.startswith(CASCADE) and w not in bundled_micro_words():
+            continue  # the cascade needs microWakeWord's model of the word (else it is ignored for all)
+        streams = "openwakeword" if engine.startswith(CASCADE) else engine
+        if plan.engine == streams or (engine == "both" and (plan.agree or plan.engine == "microwakeword")):
             usable.append(w)
     return tuple(usable)
 
@@ -277,6 +288,26 @@ def verdict_lines(columns: list[Column]) -> list[str]:
     return lines
 
 
+CASCADE_BAR_POINTS = 1.0
+"""Issue 15: the cascade may become the default only within this many points of the default's recall everywhere."""
+
+
+def cascade_lines(columns: list[Column]) -> list[str]:
+    """The cascade's recall against the default (voxkeep openWakeWord) per condition and family, and its verdict."""
+    default = next(c for c in columns if c.engine == "openwakeword" and c.verifier is not None)
+    lines = []
+    for c in (c for c in columns if c.engine.startswith(CASCADE) and c.verifier is not None):
+        short = []
+        for axis, v in sorted({(a, v) for a, v, _ in c.recall if a in ("condition", "family", "all")}):
+            ref, mine = default.rate(axis, v, c.words), c.rate(axis, v, c.words)
+            if ref is not None and mine is not None and (ref - mine) * 100 > CASCADE_BAR_POINTS + 1e-9:
+                short.append(f"{v} {mine:.3f} vs {ref:.3f} ({(mine - ref) * 100:+.1f} pts)")
+        verdict = "within" if not short else "NOT within"
+        lines.append(f"{c.name}: {verdict} {CASCADE_BAR_POINTS:g} point of {default.name}'s recall in every condition "
+                     f"and family" + ("; short: " + "; ".join(short) if short else ""))
+    return lines
+
+
 def report(split: str, columns: list[Column]) -> None:
     c0 = columns[0]
     label = "REPORT split (never tuned on)" if split == "report" else "TUNE split (the verifier is tuned here)"
@@ -314,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", type=Path, help="write every hit and its verdict as JSON Lines here")
     parser.add_argument("--engines", nargs="+", choices=("openwakeword", "microwakeword", "both"),
                         help="engine settings to compare (default: every one this checkout has)")
+    parser.add_argument("--cascade", type=float, metavar="T",
+                        help="also openWakeWord with wake.cascade_threshold = T, and its recall against the default")
     defaults = WakeSettings()
     parser.add_argument("--verify-peak", type=float, default=defaults.verify_peak,
                         help="wake.verify_peak to evaluate (default: the config default)")
@@ -338,15 +371,20 @@ def main(argv: list[str] | None = None) -> int:
     for split in splits:
         streams = sorted((corpus.cache_dir() / "streams" / split).glob("*.npy"))
         columns = []
-        for engine in args.engines or engines():
+        cascade = [f"{CASCADE}{args.cascade:g}"] if args.cascade else []
+        for engine in [*(args.engines or engines()), *cascade]:
             words = engine_words(engine, models_dir)
-            prefix = {"openwakeword": "openWakeWord", "microwakeword": "microWakeWord", "both": "both"}[engine]
+            prefix = {"openwakeword": "openWakeWord", "microwakeword": "microWakeWord", "both": "both"}.get(
+                engine, f"openWakeWord {engine.replace('@', ' ')}")
             if engine != "both":  # "both" streams microWakeWord: its bare hits are that column's
                 columns.append(Column(f"bare {prefix}", engine, None, words))
             columns.append(Column(f"voxkeep {prefix}", engine, second_look(engine, words, models_dir, look), words))
         for col in columns:
             run_column(col, streams, models_dir, key, cpu_ms, log, split)
         report(split, columns)
+        if cascade:
+            for line in cascade_lines(columns):
+                print(line)
     if cpu_ms:
         print(f"\nsecond-look CPU per wake: mean {np.mean(cpu_ms):.1f} ms, p95 {np.percentile(cpu_ms, 95):.1f} ms, "
               f"max {np.max(cpu_ms):.1f} ms over {len(cpu_ms)} checks (this machine)")

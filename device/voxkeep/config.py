@@ -103,6 +103,13 @@ class WakeSettings:
     """engine "both": openWakeWord's score over the buffered audio must reach this to keep a microWakeWord wake."""
     agree_frames: int = 20
     """engine "both": how many of the last frames (80 ms each) of the buffered audio may show that score."""
+    cascade_threshold: float = 0.0
+    """Above 0, openWakeWord words that microWakeWord also has (hey_jarvis, alexa, hey_mycroft) are listened for
+    by microWakeWord's cheap model first, and openWakeWord's networks run only within 2 s of a frame where its
+    score reached this (replaying the 2 s before, so the scores are openWakeWord's own). Far less CPU wherever
+    people talk, but it misses the phrases microWakeWord does not stir for at all: at 0.01 on the REPORT split
+    recall 0.521 against 0.553 (espeak-ng voices 0.333 against 0.400), for fewer false wakes
+    (docs/wake-engines.md), so it is off (0) by default."""
 
 
 @dataclass(frozen=True)
@@ -399,7 +406,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "wake.verify_frames_after": (0, 25), "wake.verify_peak": (0.0, 1.0), "wake.verify_sure": (0.0, 1.0),
     "wake.verify_peaks.*": (0.0, 1.0), "wake.verify_rescore": (0.0, 1.0),
     "wake.verify_classifier_thresholds.*": (0.0, 1.0), "wake.agree_threshold": (0.0, 1.0), "wake.agree_frames": (1, 20),
-    "wake.agree_micro_threshold": (0.0, 1.0),
+    "wake.agree_micro_threshold": (0.0, 1.0), "wake.cascade_threshold": (0.0, 1.0),
     "commands.max_seconds": (0.5, 30.0), "commands.silence_seconds": (0.08, 10.0),
     "commands.min_score": (-100.0, 0.0), "commands.delete_min_score": (-100.0, 0.0),
     "commands.confirm_seconds": (1.0, 15.0),

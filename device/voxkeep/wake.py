@@ -12,6 +12,9 @@ streams on one engine (``wake.engine``, per word ``wake.engines``):
   the hit comes, agrees (``Agreement``). Two detectors trained apart rarely make the same mistake, and the
   expensive one runs only on the few frames around a hit.
 
+With ``wake.cascade_threshold`` above 0, microWakeWord's models of the openWakeWord words open openWakeWord's
+gate instead of the energy of the room (``CascadeGate``): openWakeWord still decides, on its own scores.
+
 A word only one engine has (okay_nabu: microWakeWord; hey_marvin, timer, weather: openWakeWord) runs on
 that engine whatever is asked. Scores are 0-1 either way; the threshold of a microWakeWord word defaults
 to its model's own ``probability_cutoff`` (openWakeWord words: ``wake.threshold``), ``wake.thresholds``
@@ -141,6 +144,43 @@ def _feature_models(models_dir: Path) -> tuple[Path, Path]:
     return melspec, embedding
 
 
+class CascadeGate:
+    """Opens openWakeWord's gate (``engine.WakeEngine``) on frames where microWakeWord's score reaches ``threshold``.
+
+    microWakeWord costs a fraction of openWakeWord's networks, and its own energy gate skips even that in a
+    quiet room. The engine replays the 2 s before an opening, so while open the scores are exactly
+    openWakeWord's; a wake is lost only where microWakeWord never rose to ``threshold`` in the 2 s before
+    openWakeWord's crossing.
+    """
+
+    hold_frames = MicroEngine.REPLAY_FRAMES
+    """openWakeWord may cross well after microWakeWord last stirred: keep running for the whole 2 s of context."""
+
+    def __init__(self, trigger: MicroEngine, threshold: float) -> None:
+        self.trigger = trigger
+        self.threshold = threshold
+
+    def loud(self, samples: np.ndarray) -> bool:
+        """Feed one frame (float32, int16 scale) to microWakeWord; True if any of its scores reached the threshold."""
+        return float(self.trigger.process(samples).max()) >= self.threshold
+
+
+def _cascade(plans: Sequence[WordPlan], oww_index: Sequence[int], settings: WakeSettings,
+             models_dir: Path) -> CascadeGate | None:
+    """The cascade gate for the openWakeWord words, or None if it is off or a word has no microWakeWord model."""
+    if settings.cascade_threshold <= 0 or not oww_index:
+        return None
+    streamed = [plans[i] for i in oww_index]
+    lacking = [p.name for p in streamed if is_path(p.spec) or p.name not in bundled_micro_words()]
+    if lacking:
+        log.warning("wake.cascade_threshold is ignored: microWakeWord has no model for %s, so the room's energy "
+                    "opens openWakeWord's gate", ", ".join(lacking))
+        return None
+    micro = [resolve_micro_word(p.spec, models_dir)[1:] for p in streamed]
+    trigger = MicroEngine([m for m, _ in micro], [fix for _, fix in micro], gate=EnergyGate())
+    return CascadeGate(trigger, settings.cascade_threshold)
+
+
 class WakeDetector:
     """Scores frames with each word's engine and applies per-word thresholds and the refractory period.
 
@@ -155,9 +195,10 @@ class WakeDetector:
         self._oww_index = [i for i, p in enumerate(self.plans) if p.engine == OPENWAKEWORD]
         self._mww_index = [i for i, p in enumerate(self.plans) if p.engine == MICROWAKEWORD]
         self._oww = self._mww = None
+        self._cascade = _cascade(self.plans, self._oww_index, settings, models_dir) if gate else None
         if self._oww_index:
             self._oww = WakeEngine(*_feature_models(models_dir), [self.plans[i].onnx for i in self._oww_index],
-                                   gate=EnergyGate() if gate else None)
+                                   gate=self._cascade or (EnergyGate() if gate else None))
         if self._mww_index:
             micro = [self.plans[i] for i in self._mww_index]
             self._mww = MicroEngine([p.micro for p in micro], [p.micro_fix for p in micro],
@@ -186,7 +227,7 @@ class WakeDetector:
 
     def reset(self) -> None:
         """Forget buffered audio, e.g. after the microphone was closed and reopened."""
-        for engine in (self._oww, self._mww):
+        for engine in (self._oww, self._mww, self._cascade and self._cascade.trigger):
             if engine is not None:
                 engine.reset()
 
