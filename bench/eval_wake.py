@@ -295,10 +295,18 @@ CASCADE_BAR_POINTS = 1.0
 def cascade_lines(columns: list[Column]) -> list[str]:
     """The cascade's recall against the default (voxkeep openWakeWord) per condition and family, and its verdict."""
     default = next(c for c in columns if c.engine == "openwakeword" and c.verifier is not None)
+    bare = next(c for c in columns if c.engine == "openwakeword" and c.verifier is None)
     lines = []
     for c in (c for c in columns if c.engine.startswith(CASCADE) and c.verifier is not None):
+        cascade_bare = next(b for b in columns if b.engine == c.engine and b.verifier is None)
+        group = (bare, default, cascade_bare, c)
+        lines += ["", f"| on {', '.join(c.words)} | phrases | " + " | ".join(x.name for x in group) + " |",
+                  "| --- " * (len(group) + 2) + "|"]
         short = []
         for axis, v in sorted({(a, v) for a, v, _ in c.recall if a in ("condition", "family", "all")}):
+            rates = [x.rate(axis, v, c.words) for x in group]
+            lines.append(f"| {v} | {c.counts(axis, v)[0]} | " + " | ".join(f"{r:.3f}" if r is not None else ""
+                                                                          for r in rates) + " |")
             ref, mine = default.rate(axis, v, c.words), c.rate(axis, v, c.words)
             if ref is not None and mine is not None and (ref - mine) * 100 > CASCADE_BAR_POINTS + 1e-9:
                 short.append(f"{v} {mine:.3f} vs {ref:.3f} ({(mine - ref) * 100:+.1f} pts)")
