@@ -3,7 +3,9 @@
 # in build/image/rootfs-trixie-arm64), run through qemu-user, this checkout's fast test subset passes
 # and `voxkeep run --input` hears the wake word in generated speech. Proof that every wheel and build
 # step (onnxruntime, the microWakeWord TFLite runtime, pocketsphinx, pyrage, PyAudio, lgpio) works
-# on arm64. The root itself is not changed: the tests run in an overlay on top of it.
+# on arm64. The root itself is not changed: the tests run in an overlay on top of it. A root built
+# from an older commit gets this checkout's voxkeep in the overlay first, the way a maker upgrades a
+# speaker (hw/install.sh run again), so the installed service checked is this checkout's.
 #
 #   sudo hw/image/check-arm64.sh [ROOTFS]       (TESTS="tests/test_x.py ..." picks other tests)
 #
@@ -51,6 +53,8 @@ cp --remove-destination /etc/resolv.conf "$MERGED/etc/resolv.conf"
 mkdir -p "$MERGED/root/voxkeep"
 commit="$(git -C "$SRC" stash create 2>/dev/null || true)"
 git -C "$SRC" archive "${commit:-HEAD}" | tar -x -C "$MERGED/root/voxkeep"
+version="$(git -C "$SRC" describe --always --dirty 2>/dev/null || echo unknown)"
+built="$(sed -n 's/^VOXKEEP_VERSION=//p' "$ROOTFS/etc/voxkeep-image" 2>/dev/null)"
 
 # Downloads trust what this machine trusts (a network may inspect TLS with its own CA), from /tmp only.
 cp "${BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}" "$MERGED/tmp/build-ca.crt"
@@ -66,6 +70,13 @@ inside() {
     inside 'echo "arm64 root: $(uname -m), $(python3 --version), $(. /etc/os-release; echo "$PRETTY_NAME")"'
     say "setting up the test environment inside (.ci/setup: apt, a venv from PyPI, the models)"
     inside 'bash .ci/setup' 2>&1 | tail -n 5
+    setup_status=${PIPESTATUS[0]}
+    upgrade_status=0
+    if [ "$built" != "$version" ]; then
+        say "the root's voxkeep is ${built:-unknown}, this checkout $version: upgrading it as a maker would (hw/install.sh --no-start)"
+        inside 'hw/install.sh --no-start' 2>&1 | tail -n 5
+        upgrade_status=${PIPESTATUS[0]}
+    fi
     say "fast test subset: $TESTS"
     inside "timeout 7200 .venv/bin/python -m pytest -q -m 'not slow' -p no:cacheprovider $TESTS" 2>&1 | tail -n 15
     tests_status=${PIPESTATUS[0]}
@@ -78,7 +89,7 @@ shutil.copy(synthesize(\"hey jarvis\", Path(\"/tmp\"), pad=1.0), \"/tmp/hey-jarv
         /opt/voxkeep/venv/bin/voxkeep run --input /tmp/hey-jarvis.wav --models-dir /opt/voxkeep/models --state-dir /tmp/state --events - > /tmp/events.jsonl
         grep "\"type\": \"wake\"" /tmp/events.jsonl'
     wake_status=$?
-    say "arm64 check: tests exit $tests_status, wake $( [ "$wake_status" = 0 ] && echo heard || echo MISSED), $(( $(date +%s) - started )) s"
-    [ "$tests_status" = 0 ] && [ "$wake_status" = 0 ]
+    say "arm64 check: setup exit $setup_status, upgrade exit $upgrade_status, tests exit $tests_status, wake $( [ "$wake_status" = 0 ] && echo heard || echo MISSED), $(( $(date +%s) - started )) s"
+    [ "$setup_status" = 0 ] && [ "$upgrade_status" = 0 ] && [ "$tests_status" = 0 ] && [ "$wake_status" = 0 ]
 } 2>&1 | tee "$WORK/log.txt"
 exit "${PIPESTATUS[0]}"
