@@ -172,7 +172,8 @@ case "$led" in
     *"LED: on"*) pass "after the reboot the LED came up on (not recording) from the start: $led" ;;
     *) fail "LED after the reboot: '${led:-no LED line}'" ;;
 esac
-failed=$(wc -l < "$STATE/failed" 2>/dev/null || echo 0)
+failed=0
+[ ! -f "$STATE/failed" ] || failed=$(wc -l < "$STATE/failed")
 echo "done: $failed failed"
 sync
 systemctl poweroff
