@@ -179,6 +179,12 @@ class _Collector:
         self.utterances.append(utterance)
         return True
 
+    def take_answer_request(self) -> float | None:
+        return None  # nothing is asked back here: deletions are judged as recognised
+
+    def cancel_answer(self, reason: str, t: float, *, wait: bool) -> None:
+        pass
+
 
 def play(stream: np.ndarray, wake_spec: str, models: Path, tmp: Path) -> list[Utterance]:
     """Every utterance the daemon's loop captures in ``stream`` (no second look: given a wake)."""

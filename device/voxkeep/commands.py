@@ -21,7 +21,10 @@ hear "sent" tells "delete what I just sent" from the command, which it fits acou
 ``commands.delete_filler_words`` runs that search for the deleting commands only.
 
 The window (which starts inside the wake phrase) is cut to its sound plus a fixed margin before any
-search (``speech_span``), so how much quiet surrounds a command never changes its score.
+search (``speech_span``), so how much quiet surrounds a command never changes its score. A window whose
+speech stands less than NOISY_SNR_DB above its own floor (a fan, a dishwasher, traffic) first goes through
+WebRTC's noise suppression (``webrtc-noise-gain``), fresh for each window; a quiet room's windows do not,
+because there the suppressor only blurs consonants the acoustic model needs.
 
 Privacy: nothing a rejected utterance said is kept, logged or returned. The only text that ever leaves
 this module is the grammar phrase of an accepted command, which is one of a fixed list.
@@ -113,6 +116,15 @@ _FRAME_RATE = 100
 SPAN_PAD_SECONDS = 0.3
 """Audio kept either side of the speech in a window before decoding (see ``speech_span``)."""
 
+NOISY_SNR_DB = 20.0
+"""Below this distance between a window's loudest speech and its floor (``_levels``), the window is denoised
+before decoding. Chosen on bench/commands_eval.py's TUNE split: windows in noise at 10 dB SNR measure
+13-16 dB, at 20 dB 22-25 dB, a quiet or reverberant room 40-47 dB. Denoising lifted recall at 10 dB from
+29 to 37 of 42 woken commands but cost 6 of 57 in a quiet room and 6 of 46 in reverberation, so it is gated."""
+
+NOISE_SUPPRESSION = 2
+"""WebRTC noise suppression level (0-4): 3 did no better than 2 on TUNE and distorts more."""
+
 SPAN_MARGIN_DB = 20.0
 """How far above the window's own quietest level speech must be to count as sound to decode, at most."""
 
@@ -157,6 +169,20 @@ class Recognition:
     """Seconds into the window where its last word ends."""
 
 
+def _levels(samples: np.ndarray) -> np.ndarray:
+    """Level in dB of each 10 ms block, smoothed over 50 ms (a quiet room's blocks flicker by 10 dB)."""
+    block = SAMPLE_RATE // _FRAME_RATE
+    n = len(samples) // block
+    x = samples[:n * block].astype(np.float64).reshape(n, block)
+    power = np.convolve(np.mean(x * x, axis=1), np.ones(5) / 5, mode="same")
+    return 10.0 * np.log10(power + 1.0)
+
+
+def _floor_and_peak(db: np.ndarray) -> tuple[float, float]:
+    """The window's own quiet (10th percentile of its blocks) and its loudest speech (99th)."""
+    return float(np.percentile(db, 10)), float(np.percentile(db, 99))
+
+
 def speech_span(samples: np.ndarray) -> slice:
     """The part of a window worth decoding: from its first to its last sound, plus a fixed margin.
 
@@ -167,21 +193,41 @@ def speech_span(samples: np.ndarray) -> slice:
     Cutting every window to its sound plus the same margin makes a command's fate depend on the
     command. Sound is judged against the window's own quietest 10 ms blocks, never against history.
     """
-    block = SAMPLE_RATE // _FRAME_RATE
-    n = len(samples) // block
-    if n == 0:
+    db = _levels(samples)
+    if db.size == 0:
         return slice(0, len(samples))
-    x = samples[:n * block].astype(np.float64).reshape(n, block)
-    # 50 ms of smoothing: a quiet room's 10 ms blocks flicker by 10 dB.
-    power = np.convolve(np.mean(x * x, axis=1), np.ones(5) / 5, mode="same")
-    db = 10.0 * np.log10(power + 1.0)
-    floor, peak = float(np.percentile(db, 10)), float(np.percentile(db, 99))
+    floor, peak = _floor_and_peak(db)
     # A third of the way from the floor to the loudest speech, within [6, SPAN_MARGIN_DB] dB of the floor.
     loud = np.nonzero(db > floor + min(SPAN_MARGIN_DB, max(6.0, (peak - floor) / 3)))[0]
     if loud.size == 0:
         return slice(0, len(samples))
+    block = SAMPLE_RATE // _FRAME_RATE
     pad = int(SPAN_PAD_SECONDS * SAMPLE_RATE)
     return slice(max(0, int(loud[0]) * block - pad), min(len(samples), (int(loud[-1]) + 1) * block + pad))
+
+
+def denoised(samples: np.ndarray) -> np.ndarray:
+    """``samples`` through WebRTC noise suppression if the window is noisy (see NOISY_SNR_DB), else unchanged.
+
+    A new suppressor per window: its noise estimate comes from this window only, as the decoder's front
+    end does, so one request's room never changes how the next is heard.
+    """
+    db = _levels(samples)
+    if db.size == 0:
+        return samples
+    floor, peak = _floor_and_peak(db)
+    if peak - floor >= NOISY_SNR_DB:
+        return samples
+    try:
+        from webrtc_noise_gain import AudioProcessor
+    except ImportError as exc:
+        raise ModelError(f"webrtc-noise-gain cannot be imported ({exc}); reinstall it: "
+                         "pip install 'webrtc-noise-gain>=1.2'") from None
+    block = SAMPLE_RATE // _FRAME_RATE
+    processor = AudioProcessor(0, NOISE_SUPPRESSION)  # no automatic gain: the scores assume the room's level
+    raw = samples[:len(samples) // block * block].tobytes()
+    out = b"".join(processor.Process10ms(raw[i:i + 2 * block]).audio for i in range(0, len(raw), 2 * block))
+    return np.frombuffer(out, dtype=np.int16)
 
 
 def _model_dir() -> Path:
@@ -417,6 +463,7 @@ class CommandRecognizer:
         samples = self._checked(pcm)
         if samples.size < SAMPLE_RATE // 4 or float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) < QUIET_RMS:
             return None
+        samples = denoised(samples)
         span = speech_span(samples)
         raw = samples[span].tobytes()
         with self._lock:
