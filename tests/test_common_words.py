@@ -6,10 +6,9 @@ second; the shipped list must give exactly the words (and probabilities) that re
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import numpy as np
 
-from voxkeep import commands
+from voxkeep import SAMPLE_RATE, commands
 
 
 def test_shipped_list_is_the_ranking_of_the_installed_model() -> None:
@@ -31,11 +30,17 @@ def test_a_list_from_another_model_is_not_used(tmp_path, monkeypatch) -> None:
     assert list(commands._common_words(model, 1)) == [commands.rank_common_words(model, 1)[0][0]]
 
 
-def test_answer_recognizer_starts_without_reading_the_language_model() -> None:
-    """Peak memory of a process that builds the answer recogniser stays far below the model's size."""
-    code = ("import resource; from voxkeep.config import CommandSettings; from voxkeep.commands import "
-            "AnswerRecognizer; import pocketsphinx; b = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-            "AnswerRecognizer(CommandSettings()); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - b)")
-    grown_kb = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
-    assert grown_kb < 27_000, f"building the answer recogniser raised peak memory by {grown_kb} kB"
+def test_answer_recognizer_starts_without_reading_the_language_model(monkeypatch) -> None:
+    """Reading the 27 MB model raised the daemon's peak memory by ~48 MB (bench/run.py); it is not read at all."""
+    import pocketsphinx
+
+    from voxkeep.config import CommandSettings
+
+    class Refuse:
+        @staticmethod
+        def readfile(*_: object) -> None:
+            raise AssertionError("the trigram language model was read")
+
+    monkeypatch.setattr(pocketsphinx, "NGramModel", Refuse)
+    answers = commands.AnswerRecognizer(CommandSettings())
+    assert answers.recognize(np.zeros(SAMPLE_RATE, np.int16)) is None  # a working recogniser, silence is no answer
