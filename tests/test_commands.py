@@ -302,6 +302,16 @@ def test_back_to_back_privacy_commands_are_both_obeyed(tmp_path: Path) -> None:
     assert [e["command"] for e in events if e["type"] == "command"] == ["stop_sharing", "stop_recording"]
 
 
+def test_a_slow_command_with_a_fan_running_is_not_cut_short(tmp_path: Path) -> None:
+    """At 10 dB SNR in pink noise a slow talker's soft syllables fall under the speech threshold; the
+    window used to end after 0.7 s of them, mid-sentence, and no command fitted what was left."""
+    audio = np.concatenate([silence(2.5), speak("hey jarvis, please don't record anymore", speed=100), silence(2.0)])
+    events = _daemon_events(tmp_path, _in_noise(audio, 10.0, seed=5, colour="pink"), "hey_jarvis",
+                            config=NO_SECOND_LOOK)
+    assert [e["type"] for e in events if e["type"] in ("wake", "command")] == ["wake", "command"]
+    assert [e["command"] for e in events if e["type"] == "command"] == ["stop_recording"]
+
+
 def test_one_wake_phrase_opens_one_window_even_when_two_models_fire(tmp_path: Path) -> None:
     """"hey jarvis" also scores on hey_marvin's model a few frames later: still one wake, one command."""
     clean = np.concatenate([silence(1.5), speak("hey jarvis"), silence(0.2), speak("stop recording"),

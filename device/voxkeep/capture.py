@@ -32,6 +32,17 @@ longer guess would cut the end of the request before it ("stop sharing" heard as
 one leaves more of the next wake phrase in it, which the recogniser tolerates up to 0.2 s of."""
 
 
+NOISY_ROOM_DB = 18.0
+"""A talker less than this far above the room's floor (speech band) is in a noisy room: there the quiet
+that ends a request must last NOISY_SILENCE_FACTOR times longer. On bench/commands_eval.py's TUNE windows
+pink noise at 10 dB SNR measures 8-17.6 dB, brown at 10 dB 16.5-26, noise at 20 dB 18.9 and up, a quiet
+or reverberant room 36 and up."""
+
+NOISY_SILENCE_FACTOR = 2.0
+"""In steady pink noise at 10 dB SNR the soft syllables of a slow "please don't record anymore" fall
+under the speech threshold: 0.7 s of them ended the window mid-sentence and no command fitted."""
+
+
 _BAND = (np.fft.rfftfreq(FRAME_SAMPLES, 1 / SAMPLE_RATE) >= 250.0) & (np.fft.rfftfreq(FRAME_SAMPLES, 1 / SAMPLE_RATE)
                                                                       <= 4000.0)
 
@@ -146,9 +157,12 @@ class UtteranceCapture:
             self._quiet_run = 0
         else:
             self._quiet_run += 1
+        silence = self._silence_frames
+        if self._loudest is not None and self._loudest - self._endpointer.floor < NOISY_ROOM_DB:
+            silence = round(silence * NOISY_SILENCE_FACTOR)
         done = (
             self._after >= self._max_frames
-            or (self._heard_speech and self._quiet_run >= self._silence_frames)
+            or (self._heard_speech and self._quiet_run >= silence)
             or (not self._heard_speech and self._after >= self._grace_frames)
         )
         return self.finish(t) if done else None

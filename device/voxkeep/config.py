@@ -117,7 +117,8 @@ class CommandSettings:
     max_seconds: float = 4.0
     """Longest command window after a wake word."""
     silence_seconds: float = 0.7
-    """Silence that ends the command window early."""
+    """Silence that ends the command window early (twice as long in a noisy room, where soft syllables
+    sound like silence)."""
     allow_voice_resume: bool = False
     """Obey "start recording again" by voice. Off: anyone in the room could say it."""
     min_score: float = -6.75
