@@ -189,6 +189,18 @@ def test_per_word_classifier_threshold_overrides_the_shipped_one(speech, models_
         False, "classifier_rejects")
 
 
+def test_a_wake_the_detector_stays_sure_of_skips_the_classifier(speech, models_dir: Path) -> None:
+    """A score held at verify_sure (0.98) from the hit to the look is kept whatever the classifier says; one
+    that touches it once, or a setting of 1.0, still goes to the classifier (here set to refuse everything)."""
+    audio, _ = soundfile.read(str(speech("hey jarvis", voice="en")), dtype="int16")
+    refuse = {"verify_classifier_thresholds": {"hey_jarvis": 1.0}}
+    default = WakeVerifier(WakeSettings(words=WORDS, **refuse), models_dir)
+    assert default.check("hey_jarvis", 0.99, audio, [0.2, 0.99, 0.999, 0.995]) == Verdict(True, "confirmed")
+    assert default.check("hey_jarvis", 0.99, audio, [0.2, 0.99, 0.9, 0.999]) == Verdict(False, "classifier_rejects")
+    never = WakeVerifier(WakeSettings(words=WORDS, verify_sure=1.0, **refuse), models_dir)
+    assert never.check("hey_jarvis", 0.99, audio, [0.2, 0.99, 0.999, 0.995]) == Verdict(False, "classifier_rejects")
+
+
 def test_shipped_classifiers_cover_the_bundled_words_and_say_where_they_come_from() -> None:
     classifiers = verify_module.load_classifiers()
     assert set(classifiers) == {"alexa", "hey_jarvis", "hey_mycroft", "hey_marvin"}

@@ -291,7 +291,9 @@ class Daemon:
             self.bus.publish(WakeRejected(t=t, wake_word=hit.wake_word, score=round(hit.score, 4), reason=reason))
             return False
         self.stats.wakes += 1
-        self._woke_at = self.stats.frames
+        # The hit's own frame, not the look's: counted from the look, the refractory period ran the
+        # verifier's look-ahead longer than the detector's and dropped a request said 2 s after the last.
+        self._woke_at = self.stats.frames - self._look_ahead
         self._lapse_answer("wake word")  # a new request instead of an answer: nothing is deleted
         if self._capture is not None:
             # People make requests back to back: a new wake word ends the open utterance just before
