@@ -9,7 +9,9 @@
 #
 #   sudo hw/image/check-arm64.sh [ROOTFS]       (TESTS="tests/test_x.py ..." picks other tests)
 #
-# Slow: everything is emulated (tens of minutes on two cores). Output in build/arm64-check/log.txt.
+# Slow: everything is emulated (tens of minutes on two cores; the test environment's venv is kept in
+# build/arm64-check/upper for the next run, FRESH=1 starts from the bare root again). Output in
+# build/arm64-check/log.txt, the whole pytest output in build/arm64-check/pytest.txt.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -40,11 +42,13 @@ mount_at() { mount "$@"; mounts+=("${*: -1}"); }
 for m in "$MERGED/dev/pts" "$MERGED/dev" "$MERGED/sys" "$MERGED/proc" "$MERGED"; do
     umount -l "$m" 2>/dev/null || true
 done
-rm -rf "$WORK"
+if [ "${FRESH:-0}" = 1 ] || [ "$(cat "$WORK/lower" 2>/dev/null)" != "$ROOTFS" ]; then rm -rf "$WORK"; fi
 mkdir -p "$WORK/upper" "$WORK/work" "$MERGED"
+echo "$ROOTFS" > "$WORK/lower"
 mount_at -t overlay overlay -o "lowerdir=$ROOTFS,upperdir=$WORK/upper,workdir=$WORK/work" "$MERGED"
 mount_at -t proc proc "$MERGED/proc"
-mount_at -t sysfs sysfs "$MERGED/sys"
+# No /sys: it would describe this x86 machine's CPUs to arm64 code, and onnxruntime's cpuinfo
+# crashes (SIGSEGV at import) parsing that; without it cpuinfo falls back, as on any unknown CPU.
 mount_at --bind /dev "$MERGED/dev"
 mount_at -t devpts devpts "$MERGED/dev/pts"
 mount_at -t tmpfs tmpfs "$MERGED/tmp"
@@ -52,6 +56,7 @@ mount_at -t tmpfs tmpfs "$MERGED/tmp"
 cp --remove-destination /etc/resolv.conf "$MERGED/etc/resolv.conf"
 mkdir -p "$MERGED/root/voxkeep"
 commit="$(git -C "$SRC" stash create 2>/dev/null || true)"
+find "$MERGED/root/voxkeep" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +   # a kept venv, fresh code
 git -C "$SRC" archive "${commit:-HEAD}" | tar -x -C "$MERGED/root/voxkeep"
 version="$(git -C "$SRC" describe --always --dirty 2>/dev/null || echo unknown)"
 built="$(sed -n 's/^VOXKEEP_VERSION=//p' "$ROOTFS/etc/voxkeep-image" 2>/dev/null)"
@@ -78,8 +83,9 @@ inside() {
         upgrade_status=${PIPESTATUS[0]}
     fi
     say "fast test subset: $TESTS"
-    inside "timeout 7200 .venv/bin/python -m pytest -q -m 'not slow' -p no:cacheprovider $TESTS" 2>&1 | tail -n 15
-    tests_status=${PIPESTATUS[0]}
+    inside "timeout 7200 .venv/bin/python -m pytest -q -m 'not slow' -p no:cacheprovider $TESTS" > "$WORK/pytest.txt" 2>&1
+    tests_status=$?
+    tail -n 15 "$WORK/pytest.txt"
     say "the installed service's own voxkeep, on generated speech"
     inside '.venv/bin/python -c "
 from pathlib import Path
