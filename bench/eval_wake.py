@@ -361,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify-rescore", type=float, default=defaults.verify_rescore,
                         help="wake.verify_rescore to evaluate (0 turns the re-score off)")
     parser.add_argument("--verify-sure", type=float, default=defaults.verify_sure,
-                        help="wake.verify_sure to evaluate (a peak this high skips the classifier; 1.0 = never)")
+                        help="wake.verify_sure to evaluate (a score held this high from the hit to the look skips "
+                        "the classifier; 1.0 = never)")
     parser.add_argument("--no-classifier", action="store_true",
                         help="evaluate with wake.verify_classifier = false (the re-score and peak alone)")
     args = parser.parse_args(argv)
