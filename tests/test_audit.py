@@ -110,6 +110,30 @@ def test_cli_audit_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 # --- a damaged log is never extended (issue 14, item 7) ------------------------------------------------------
 
+def test_two_crashes_each_before_the_head_was_saved_leave_a_sound_log(log: AuditLog,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill between writing an entry and saving its head, twice in a row, left the log two entries past
+    its head; the next append called that damage and set the whole log aside (found by test_vault_crash)."""
+    import voxkeep.audit as audit
+
+    real = audit.atomic_write
+
+    def killed(path: Path, data: bytes) -> None:
+        if path == log.head_path:
+            raise KeyboardInterrupt  # the process dies here: the entry is on disk, its head is not
+        real(path, data)
+
+    monkeypatch.setattr(audit, "atomic_write", killed)
+    for _ in range(2):  # killed, restarted, killed again at the same step
+        with pytest.raises(KeyboardInterrupt):
+            log.append("state", mode="muted", cause="button")
+    monkeypatch.setattr(audit, "atomic_write", real)
+    log.append("state", mode="listening", cause="button")
+    assert log.verify().entries >= 8  # 6, the first killed entry, the last; nothing lost or set aside
+    assert log.set_aside() == []
+    assert json.loads(_lines(log)[-1])["mode"] == "listening"
+
+
 def test_a_log_cut_off_at_the_end_is_not_extended_and_stays_reported(log: AuditLog) -> None:
     lines = _lines(log)
     log.path.write_bytes(b"".join(lines[:-2]))

@@ -209,8 +209,11 @@ class AuditLog:
         entry["hash"] = entry_hash(entry)
         os.write(fd, json.dumps(entry, sort_keys=True, separators=(",", ":")).encode() + b"\n")
         os.fsync(fd)
-        atomic_write(self.head_path, json.dumps({"seq": entry["seq"], "hash": entry["hash"]}).encode())
+        self._save_head(entry)
         return str(entry["hash"]), int(entry["seq"])
+
+    def _save_head(self, entry: dict[str, Any]) -> None:
+        atomic_write(self.head_path, json.dumps({"seq": entry["seq"], "hash": entry["hash"]}).encode())
 
     def _still_the_log(self, fd: int) -> bool:
         try:
@@ -243,7 +246,10 @@ class AuditLog:
         if (entry["seq"], entry["hash"]) == (head["seq"], head["hash"]):
             return entry["hash"], entry["seq"], last_id
         if entry["seq"] == head["seq"] + 1 and entry.get("prev") == head["hash"]:
-            return entry["hash"], entry["seq"], last_id  # a crash between writing the entry and its head
+            # A crash between writing the entry and its head: save that head now, so a second crash at the
+            # same step cannot leave the log two entries past its head, which reads as damage.
+            self._save_head(entry)
+            return entry["hash"], entry["seq"], last_id
         raise _Damaged(f"its last entry ({entry['seq']}) is not its recorded head (entry {head['seq']}): "
                        "entries were cut off the end or rewritten")
 
