@@ -157,15 +157,22 @@ class UtteranceCapture:
             self._quiet_run = 0
         else:
             self._quiet_run += 1
-        silence = self._silence_frames
-        if self._loudest is not None and self._loudest - self._endpointer.floor < NOISY_ROOM_DB:
-            silence = round(silence * NOISY_SILENCE_FACTOR)
         done = (
             self._after >= self._max_frames
-            or (self._heard_speech and self._quiet_run >= silence)
+            or (self._heard_speech and self._silence_ended())
             or (not self._heard_speech and self._after >= self._grace_frames)
         )
         return self.finish(t) if done else None
+
+    def _silence_ended(self) -> bool:
+        """Whether the quiet run has been long enough to end the request: longer in a noisy room.
+
+        The floor (a percentile) is only looked at once the quiet room's wait is over, not every frame.
+        """
+        if self._quiet_run < self._silence_frames:
+            return False
+        noisy = self._loudest is not None and self._loudest - self._endpointer.floor < NOISY_ROOM_DB
+        return not noisy or self._quiet_run >= round(self._silence_frames * NOISY_SILENCE_FACTOR)
 
     def finish(self, t: float, drop_frames: int = 0) -> Utterance:
         """End the capture now (also used at end of input).
