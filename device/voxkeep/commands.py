@@ -192,7 +192,7 @@ def _floor_and_peak(db: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(db, 10)), float(np.percentile(db, 99))
 
 
-def speech_span(samples: np.ndarray) -> slice:
+def speech_span(samples: np.ndarray, db: np.ndarray) -> slice:
     """The part of a window worth decoding: from its first to its last sound, plus a fixed margin.
 
     Why: pocketsphinx normalises features over the whole utterance (batch cepstral mean, noise
@@ -201,8 +201,8 @@ def speech_span(samples: np.ndarray) -> slice:
     quiet the window holds depends on the endpointer, and so on the room heard before the wake word.
     Cutting every window to its sound plus the same margin makes a command's fate depend on the
     command. Sound is judged against the window's own quietest 10 ms blocks, never against history.
+    ``db``: the window's ``_levels``.
     """
-    db = _levels(samples)
     if db.size == 0:
         return slice(0, len(samples))
     floor, peak = _floor_and_peak(db)
@@ -215,13 +215,13 @@ def speech_span(samples: np.ndarray) -> slice:
     return slice(max(0, int(loud[0]) * block - pad), min(len(samples), (int(loud[-1]) + 1) * block + pad))
 
 
-def denoised(samples: np.ndarray) -> np.ndarray:
-    """``samples`` through WebRTC noise suppression if the window is noisy (see NOISY_SNR_DB), else unchanged.
+def denoised(samples: np.ndarray, db: np.ndarray) -> np.ndarray:
+    """``samples`` through WebRTC noise suppression if the window is noisy (see NOISY_SNR_DB), else the same
+    array. ``db``: the window's ``_levels``.
 
     A new suppressor per window: its noise estimate comes from this window only, as the decoder's front
     end does, so one request's room never changes how the next is heard.
     """
-    db = _levels(samples)
     if db.size == 0:
         return samples
     floor, peak = _floor_and_peak(db)
@@ -359,6 +359,15 @@ def _overlap(seg: tuple[str, int, int, float], first: int, last: int) -> int:
     return max(0, min(seg[2], last) - max(seg[1], first) + 1)
 
 
+def _loud_in(cum: np.ndarray, first: int, last: int) -> int:
+    """Loud frames in ``first..last`` (0 if empty); ``cum``: running count of loud frames from 0, whose last
+    frame is a never-loud pad that frames past the decoded audio count as."""
+    if last < first:
+        return 0
+    pad = len(cum) - 2
+    return int(cum[min(last, pad) + 1] - cum[min(first, pad)])
+
+
 def _base(word: str) -> str:
     """Dictionary variant to word: "record(3)" -> "record"."""
     return word.split("(", 1)[0]
@@ -472,15 +481,20 @@ class CommandRecognizer:
         samples = self._checked(pcm)
         if samples.size < SAMPLE_RATE // 4 or float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) < QUIET_RMS:
             return None
-        samples = denoised(samples)
-        span = speech_span(samples)
+        db = _levels(samples)
+        cleaned = denoised(samples, db)
+        if cleaned is not samples:
+            samples, db = cleaned, _levels(cleaned)
+        span = speech_span(samples, db)
+        block = SAMPLE_RATE // _FRAME_RATE
+        levels = db[span.start // block:-(-span.stop // block)]  # the span's blocks (it starts on one)
         raw = samples[span].tobytes()
         with self._lock:
             grammar = self._decode("command", raw)
             if not grammar:
                 return None
             phones = self._decode("phones", raw)
-            found = self._compare(grammar, phones, _levels(samples[span]))
+            found = self._compare(grammar, phones, levels)
             if found is None:
                 return None
             check = self._open or (found.command in DELETING and self._has_open)
@@ -554,9 +568,7 @@ class CommandRecognizer:
         floor, peak = _floor_and_peak(levels) if levels.size else (0.0, 0.0)
         loud = np.concatenate([levels > floor + UNEXPLAINED_LEVEL * (peak - floor), np.zeros(1, bool)])
         cum = np.concatenate([[0], np.cumsum(loud)])
-        unexplained = sum(int(cum[min(hi, len(loud) - 1) + 1] - cum[min(lo, len(loud) - 1)])
-                          for p in spoken for f in fillers
-                          for lo, hi in [(max(p[1], f[1]), min(p[2], f[2]))] if hi >= lo)
+        unexplained = sum(_loud_in(cum, max(p[1], f[1]), min(p[2], f[2])) for p in spoken for f in fillers)
         # The wake word's tail is expected before the command (the window starts inside it); only
         # speech the grammar could not explain as that tail counts as a sentence before the command.
         tails = [s for s in grammar if _base(s[0]) in self._tails and s[2] < min(first, MAX_TAIL_END_FRAMES)]
