@@ -454,14 +454,36 @@ def test_http_errors_are_retried_only_when_it_can_help(state_dir: Path, vault: V
     assert any("reached http" in n.message for n in device.of(Notice))
 
 
-class RawHttp:
+def _http_request(conn: Any) -> None:
+    """Read one HTTP request (head and Content-Length body)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += conn.recv(65536)
+    length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")))
+    body = head.split(b"\r\n\r\n", 1)[1]
+    while len(body) < length:
+        body += conn.recv(65536)
+
+
+def _wyoming_request(conn: Any) -> None:
+    """Read a Wyoming client's events up to its audio-stop (the point where a server answers)."""
+    seen = b""
+    while b'"audio-stop"' not in seen:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        seen = seen[-64:] + chunk
+
+
+class RawServer:
     """A loopback server that reads one request and then answers with ``reply(conn)``: drips, floods, holds."""
 
-    def __init__(self, reply: Callable[[Any], None]) -> None:
+    def __init__(self, reply: Callable[[Any], None], request: Callable[[Any], None] = _http_request) -> None:
         import socket
 
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.reply = reply
+        self.request = request
         self.requests = 0
         self.written = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -471,24 +493,20 @@ class RawHttp:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.sock.getsockname()[1]}/voice"
 
+    @property
+    def uri(self) -> str:
+        return f"tcp://127.0.0.1:{self.sock.getsockname()[1]}"
+
     def _serve(self) -> None:
         while True:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            with conn:
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    head += conn.recv(65536)
-                length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n")
-                                  if ln.lower().startswith(b"content-length")))
-                body = head.split(b"\r\n\r\n", 1)[1]
-                while len(body) < length:
-                    body += conn.recv(65536)
+            with conn, contextlib.suppress(OSError):  # the client hung up on us: what the tests want to see
+                self.request(conn)
                 self.requests += 1
-                with contextlib.suppress(OSError):  # the client hung up on us: what the tests want to see
-                    self.reply(conn)
+                self.reply(conn)
 
     def close(self) -> None:
         self.sock.close()
@@ -504,7 +522,7 @@ def test_a_sink_dripping_its_answer_is_cut_at_a_total_deadline(state_dir: Path, 
                 return
             conn.sendall(bytes([byte]))
 
-    server = RawHttp(drip)
+    server = RawServer(drip)
     try:
         device = Device(settings_for(state_dir, http=server.url, timeout_seconds=1.0, retry_seconds=0.0), vault)
         vault.consent("http", "grant", "cli")
@@ -549,7 +567,7 @@ def test_a_flood_of_an_answer_is_read_only_so_far(state_dir: Path, vault: Vault,
             conn.sendall(block)
             server.written += len(block)
 
-    server = RawHttp(flood)
+    server = RawServer(flood)
     try:
         device = Device(settings_for(state_dir, http=server.url), vault)
         vault.consent("http", "grant", "cli")
@@ -561,6 +579,42 @@ def test_a_flood_of_an_answer_is_read_only_so_far(state_dir: Path, vault: Vault,
         server.close()
     assert len(device.of(Forwarded)) == 1  # a 2xx is delivery; the rest of the answer is not our business
     assert server.written < 16 * 1024 * 1024, f"the sink read {server.written} bytes of the answer"
+
+
+@pytest.mark.parametrize(("answer", "named"), [
+    (b'{"type": "transcript", "data": {"text": "hi"}, "payload_length": 268435456}\n', "payload_length"),
+    (b'{"type": "transcript", "data_length": 268435456}\n', "data_length"),
+    (b'{"type": "transcript", "data": {"text": "', "header longer than"),
+])
+def test_a_wyoming_server_announcing_a_flood_is_cut_off_at_the_bound(state_dir: Path, vault: Vault,
+                                                                      said: list[np.ndarray], answer: bytes,
+                                                                      named: str) -> None:
+    """A hostile speech-to-text server says its answer is 256 MB (or sends a header without end) and floods:
+    the speaker reads at most the bound, the transfer is on record as failed, the recording stays."""
+    total = 256 * 1024 * 1024
+
+    def flood(conn: Any) -> None:
+        conn.sendall(answer)
+        block = b"x" * 65536
+        for _ in range(total // len(block)):
+            conn.sendall(block)
+            server.written += len(block)
+
+    server = RawServer(flood, _wyoming_request)
+    try:
+        device = Device(settings_for(state_dir, wyoming=server.uri, retry_seconds=0.0), vault)
+        vault.consent("wyoming", "grant", "cli")
+        rid, _ = device.say(said[0])
+        device.settle()
+        device.close()
+    finally:
+        server.close()
+    assert server.requests >= 1  # the audio did go out: the answer is what was refused
+    assert server.written < 16 * 1024 * 1024, f"the sink read {server.written} bytes of the answer"
+    assert device.of(Transcript) == [] and device.of(Forwarded) == []
+    (failed,) = device.audit("forward_failed")
+    assert named in failed["error"] and "Wyoming server" in failed["error"]
+    assert [r.id for r in vault.list()] == [rid]
 
 
 def test_https_is_verified_against_the_configured_ca(state_dir: Path, vault: Vault, said: list[np.ndarray],

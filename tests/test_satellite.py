@@ -413,7 +413,7 @@ def test_a_port_in_use_is_one_error_line(state_dir: Path, models_dir: Path) -> N
 
 
 def test_bounded_reader_refuses_lengths_beyond_its_bounds() -> None:
-    from voxkeep.satellite import MAX_DATA_BYTES, ProtocolError, read_event
+    from voxkeep.wyoming_wire import MAX_DATA_BYTES, ProtocolError, read_event
 
     async def read(raw: bytes) -> Any:
         reader = asyncio.StreamReader(limit=1024)
@@ -465,7 +465,7 @@ def test_a_revoke_while_streaming_stops_the_audio_before_the_next_chunk(state_di
     import numpy as np
 
     from voxkeep.capture import Utterance
-    from voxkeep.forward import CHUNK_SAMPLES
+    from voxkeep.wyoming_wire import CHUNK_SAMPLES
 
     with Daemonless(state_dir, models_dir) as d:
         d.vault.consent("satellite", "grant", "cli")

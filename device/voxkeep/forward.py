@@ -31,7 +31,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,11 +39,11 @@ from urllib.parse import urlparse, urlsplit
 
 import numpy as np
 
-from . import SAMPLE_RATE
 from .config import ForwardSettings, MqttSettings, Settings, validate
 from .errors import ConfigError, VoxkeepError
 from .events import Event, Forwarded, Notice, Transcript
 from .vault import Vault, wav_bytes
+from .wyoming_wire import MAX_LINE_BYTES, MAX_TRANSCRIPT_CHARS, ProtocolError, audio_events, printable, read_event
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,6 @@ QUEUE_SIZE = 8
 """Utterances waiting per sink; more means the sink has been down a while, and the newest is dropped."""
 FIRST_RETRY_SECONDS = 1.0
 """First wait after a failed attempt (doubling after each), at most a quarter of the retry window."""
-CHUNK_SAMPLES = 1600
-"""Audio per Wyoming chunk: 100 ms, like a live satellite sends."""
 MAX_RESPONSE_BYTES = 65536
 """How much of an HTTP sink's answer is read: its status decides, so a body is only drained this far."""
 WATCH_SECONDS = 0.1
@@ -209,47 +207,37 @@ class WyomingSink:
     def send(self, pcm: np.ndarray, allowed: Callable[[], bool] = lambda: True) -> Sent:
         try:
             text = asyncio.run(self._transcribe(np.asarray(pcm, dtype="<i2").tobytes()))
-        except (OSError, TimeoutError, EOFError, ValueError) as exc:
+        except (OSError, TimeoutError, EOFError, ValueError, ProtocolError) as exc:
             raise DeliveryError(f"Wyoming server {self._uri} failed ({exc or type(exc).__name__})") from None
         return Sent(len(pcm) * 2, text)
 
     async def _transcribe(self, audio: bytes) -> str:
         from wyoming.asr import Transcribe
         from wyoming.asr import Transcript as WyomingTranscript
-        from wyoming.client import AsyncTcpClient
         from wyoming.error import Error
+        from wyoming.event import async_write_event
 
-        async with AsyncTcpClient(self._host, self._port, connect_timeout=self._timeout,
-                                  read_timeout=self._timeout) as client:
+        async with asyncio.timeout(self._timeout):
+            reader, writer = await asyncio.open_connection(self._host, self._port, limit=MAX_LINE_BYTES)
+        try:
             # One deadline for the whole exchange: a server that stops reading, or answers a byte at a time,
-            # must not hold the sink.
+            # must not hold the sink. Its answers are read with every length bounded (voxkeep.wyoming_wire).
             async with asyncio.timeout(self._timeout):
-                await client.write_event(Transcribe().event())
+                await async_write_event(Transcribe().event(), writer)
                 for event in audio_events(audio):
-                    await client.write_event(event)
+                    await async_write_event(event, writer)
                 while True:
-                    event = await client.read_event()
+                    event = await read_event(reader)
                     if event is None:
                         raise EOFError("it closed the connection without a transcript")
                     if WyomingTranscript.is_type(event.type):
-                        return WyomingTranscript.from_event(event).text
+                        return printable(WyomingTranscript.from_event(event).text, MAX_TRANSCRIPT_CHARS)
                     if Error.is_type(event.type):
-                        raise ValueError(f"it answered with an error: {Error.from_event(event).text}")
-
-
-def audio_events(audio: bytes) -> Iterator[Any]:
-    """16 kHz mono S16_LE ``audio`` as Wyoming events: audio-start, 100 ms audio-chunks, audio-stop.
-
-    Shared by the speech-to-text sink and the Home Assistant satellite (voxkeep.satellite), which stream alike.
-    """
-    from wyoming.audio import AudioChunk, AudioStart, AudioStop
-
-    fmt = {"rate": SAMPLE_RATE, "width": 2, "channels": 1}
-    yield AudioStart(**fmt, timestamp=0).event()
-    step = CHUNK_SAMPLES * 2
-    for offset in range(0, len(audio), step):
-        yield AudioChunk(**fmt, audio=audio[offset:offset + step], timestamp=offset * 1000 // (2 * SAMPLE_RATE)).event()
-    yield AudioStop(timestamp=len(audio) * 1000 // (2 * SAMPLE_RATE)).event()
+                        raise ValueError(f"it answered with an error: {printable(Error.from_event(event).text, 200)}")
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
 
 def make_sinks(settings: Settings) -> list[Sink]:

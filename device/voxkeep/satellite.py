@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import socket
 import threading
@@ -53,17 +52,12 @@ from .errors import ConfigError
 from .events import Event, Forwarded, Notice, Transcript
 from .privacy import Mode, PrivacyState
 from .tones import Clip, TonePlayer
+from .wyoming_wire import MAX_LINE_BYTES, MAX_TRANSCRIPT_CHARS, ProtocolError, audio_events, printable, read_event
 
 log = logging.getLogger(__name__)
 
 SINK = "satellite"
 """The consent this needs: ``voxkeep consent grant satellite``."""
-MAX_LINE_BYTES = 16 * 1024
-"""Longest event header line accepted (Home Assistant's are a few hundred bytes)."""
-MAX_DATA_BYTES = 64 * 1024
-"""Largest JSON data block accepted after a header."""
-MAX_PAYLOAD_BYTES = 256 * 1024
-"""Largest binary payload accepted (Home Assistant sends its reply in 2 kB chunks)."""
 MAX_CONNECTIONS = 4
 """Sockets open at once (one satellite connection, Home Assistant's describe probes); more are refused."""
 PING_SEND_DELAY = 2.0
@@ -115,65 +109,6 @@ async def announce(name: str, host: str, port: int) -> Any:
     await zc.async_register_service(service_info(name, address, port))
     log.info("satellite: announced as %s on %s:%d (mDNS _wyoming._tcp)", name, address, port)
     return zc
-
-
-class ProtocolError(Exception):
-    """The peer broke the framing or a bound; the connection is closed."""
-
-
-def _length(header: dict[str, Any], key: str, limit: int) -> int:
-    value = header.get(key)
-    if value is None:
-        return 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ProtocolError(f"a {key} of {value!r}")
-    if value > limit:
-        raise ProtocolError(f"a {key} of {value} bytes (at most {limit} are accepted)")
-    return value
-
-
-async def read_event(reader: asyncio.StreamReader) -> Any:
-    """The next Wyoming event from ``reader`` with every length bounded; None at end of stream.
-
-    ``wyoming.event.async_read_event`` would read whatever lengths a peer announces; this one refuses them.
-    """
-    from wyoming.event import Event as WyomingEvent
-
-    try:
-        line = await reader.readline()
-    except ValueError:  # the StreamReader's limit: a header line without an end
-        raise ProtocolError(f"an event header longer than {MAX_LINE_BYTES} bytes") from None
-    if not line.endswith(b"\n"):
-        return None  # closed (possibly mid-line)
-    try:
-        header = json.loads(line)
-    except (ValueError, RecursionError):
-        raise ProtocolError("an event header that is not JSON") from None
-    if not isinstance(header, dict) or not isinstance(header.get("type"), str) or not header["type"]:
-        raise ProtocolError("an event header without a type")
-    data = header.get("data") or {}
-    if not isinstance(data, dict):
-        raise ProtocolError("event data that is not a JSON object")
-    data_length = _length(header, "data_length", MAX_DATA_BYTES)
-    payload_length = _length(header, "payload_length", MAX_PAYLOAD_BYTES)
-    try:
-        if data_length:
-            try:
-                extra = json.loads(await reader.readexactly(data_length))
-            except (ValueError, RecursionError):
-                raise ProtocolError("event data that is not JSON") from None
-            if not isinstance(extra, dict):
-                raise ProtocolError("event data that is not a JSON object")
-            data.update(extra)
-        payload = await reader.readexactly(payload_length) if payload_length else None
-    except asyncio.IncompleteReadError:
-        return None
-    return WyomingEvent(type=header["type"], data=data, payload=payload)
-
-
-def printable(text: object, limit: int) -> str:
-    """A peer's string made safe for one log line or event: control characters replaced, length bounded."""
-    return "".join(c if c.isprintable() else "?" for c in str(text)[:limit])
 
 
 def pcm16_mono(audio: bytes, width: int, channels: int) -> np.ndarray:
@@ -444,7 +379,6 @@ class Satellite:
         from wyoming.pipeline import PipelineStage, RunPipeline
         from wyoming.wake import Detection
 
-        from .forward import audio_events
 
         conn = self._active
         why = self._why_not(u.store_allowed)
@@ -602,7 +536,7 @@ class Satellite:
         elif PauseSatellite.is_type(kind):
             self._pause(conn)
         elif WyomingTranscript.is_type(kind):
-            text = printable(WyomingTranscript.from_event(event).text, 1000)
+            text = printable(WyomingTranscript.from_event(event).text, MAX_TRANSCRIPT_CHARS)
             self._publish(Transcript(t=self._privacy.clock(), sink=SINK, text=text))
         elif Error.is_type(kind):
             error = Error.from_event(event)
