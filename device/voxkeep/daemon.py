@@ -79,7 +79,7 @@ class RunStats:
                  f"models ran on {100 * self.frames_scored / max(self.frames, 1):.0f} % of frames"]
         parts += [f"{v} {k}" for k, v in self.extra.items()]
         return (f"voxkeep: {description}: {self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s "
-                f"({speed:.0f}x real time): " + ", ".join(parts))
+                f"({speed:.{0 if speed >= 10 else 1}f}x real time): " + ", ".join(parts))
 
 
 class Daemon:
