@@ -15,13 +15,17 @@ import numpy as np
 
 from voxkeep.testing.speech import silence, speak, write_wav
 
+TIMEOUT_SCALE = float(os.environ.get("VOXKEEP_TEST_TIMEOUT_SCALE", "1"))
+"""Stretches the hang guards where everything is slow (hw/image/check-arm64.sh runs the tests under qemu)."""
+
 
 def run_cli(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
-    """Run ``voxkeep ARGS`` as a separate process, exactly as a user would."""
+    """Run ``voxkeep ARGS`` as a separate process, exactly as a user would; ``timeout`` only guards a hang."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-c", "import sys; from voxkeep.cli import main; sys.exit(main())",
-                           *args], input=stdin, capture_output=True, env=full_env, timeout=timeout, check=False)
+                           *args], input=stdin, capture_output=True, env=full_env, timeout=timeout * TIMEOUT_SCALE,
+                          check=False)
 
 
 def events_of(stdout: bytes | str) -> list[dict[str, Any]]:
