@@ -211,9 +211,10 @@ def test_one_utterance_gives_one_event(tmp_path: Path, state_dir: Path) -> None:
     assert len(of_type(events, "wake")) == 1
 
 
-@pytest.mark.parametrize(("audio", "wall", "shown"), [(3.0, 10.0, "(0.3x real time)"), (120.0, 4.0, "(30x real time)")])
+@pytest.mark.parametrize(("audio", "wall", "shown"), [
+    (3.0, 10.0, "(0.3x real time)"), (3.4, 82.3, "(0.041x real time)"), (120.0, 4.0, "(30x real time)")])
 def test_summary_says_how_fast_even_when_slower_than_real_time(audio: float, wall: float, shown: str) -> None:
-    """On a Pi Zero a run can be slower than real time; the summary must not claim "0x"."""
+    """On a slow machine (or under qemu) a run is slower than real time; the summary must not claim "0x"."""
     from voxkeep.daemon import RunStats
 
     assert shown in RunStats(audio_seconds=audio, wall_seconds=wall).summary("x.wav")

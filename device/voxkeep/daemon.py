@@ -78,8 +78,9 @@ class RunStats:
         parts = [f"{self.wakes} wake(s)", f"{self.rejected} rejected",
                  f"models ran on {100 * self.frames_scored / max(self.frames, 1):.0f} % of frames"]
         parts += [f"{v} {k}" for k, v in self.extra.items()]
+        pace = f"{speed:.0f}" if speed >= 10 else f"{speed:.2g}"  # slower than real time on a slow CPU: 0.041x
         return (f"voxkeep: {description}: {self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s "
-                f"({speed:.{0 if speed >= 10 else 1}f}x real time): " + ", ".join(parts))
+                f"({pace}x real time): " + ", ".join(parts))
 
 
 class Daemon:
