@@ -267,7 +267,7 @@ def _flite(text: str, voice: str = "slt") -> np.ndarray:
 
 
 @pytest.mark.parametrize("snr_db", [5.0, 10.0])
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_back_to_back_requests_in_steady_noise_are_each_handled(tmp_path: Path, snr_db: float) -> None:
     """Requests 3-4 s apart, each begun before the last one's window could close: every wake word is
     heard, each request is stored whole and on its own, and the last one's command is obeyed. With the
@@ -291,7 +291,7 @@ def test_back_to_back_requests_in_steady_noise_are_each_handled(tmp_path: Path, 
         assert end - 0.1 <= stored < next_wake - 0.5, (end, stored, next_wake)  # whole, and only its own
 
 
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_back_to_back_privacy_commands_are_both_obeyed(tmp_path: Path) -> None:
     """"alexa, stop sharing" then at once "alexa, stop recording" (2 s apart): both obeyed, in order. The
     second was lost while the refractory period ran from the second look, 160 ms after the first hit."""
@@ -302,7 +302,7 @@ def test_back_to_back_privacy_commands_are_both_obeyed(tmp_path: Path) -> None:
     assert [e["command"] for e in events if e["type"] == "command"] == ["stop_sharing", "stop_recording"]
 
 
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_a_slow_command_with_a_fan_running_is_not_cut_short(tmp_path: Path) -> None:
     """At 10 dB SNR in pink noise a slow talker's soft syllables fall under the speech threshold; the
     window used to end after 0.7 s of them, mid-sentence, and no command fitted what was left."""
@@ -312,7 +312,7 @@ def test_a_slow_command_with_a_fan_running_is_not_cut_short(tmp_path: Path) -> N
     assert [e["command"] for e in events if e["type"] == "command"] == ["stop_recording"]
 
 
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_one_wake_phrase_opens_one_window_even_when_two_models_fire(tmp_path: Path) -> None:
     """"hey jarvis" also scores on hey_marvin's model a few frames later: still one wake, one command."""
     clean = np.concatenate([silence(1.5), speak("hey jarvis"), silence(0.2), speak("stop recording"),
@@ -324,7 +324,7 @@ def test_one_wake_phrase_opens_one_window_even_when_two_models_fire(tmp_path: Pa
 
 @pytest.mark.parametrize(("voice", "text"), [("en-gb+f4", "don't record anymore"),
                                              ("en-gb-x-rp+f1", "don't record anymore")])
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_a_command_said_straight_after_alexa_is_obeyed(tmp_path: Path, voice: str, text: str) -> None:
     """Issue 13's report (espeak-ng's own speed): "Alexa, don't record anymore." in one breath gave a
     wake and no command, because the window began after the second look, 0.3-0.5 s past the wake word,
@@ -357,7 +357,7 @@ def test_quiet_after_a_command_does_not_change_its_fate(recognizer: CommandRecog
     assert max(r.score for r in results) - min(r.score for r in results) < 0.2, [r.score for r in results]
 
 
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_a_command_after_12_s_of_room_background_fares_as_one_alone(tmp_path: Path) -> None:
     """The same request, alone and after 12 s of a quiet room: the same command, the same wake."""
     from voxkeep.simulate import make_noise

@@ -62,7 +62,7 @@ def test_devices_are_listed_and_chosen_by_name_or_index() -> None:
         MicSource("7", pa_module=mic).open()
 
 
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_a_44k_stereo_mic_is_resampled_and_hears_the_wake_word(state_dir: Path) -> None:
     mic = FakePyAudio(_room(1.5, "alexa", 3.0), native_rate=44100, channels=2, speed=8.0)
     with Running(state_dir, mic) as run:

@@ -32,7 +32,7 @@ def _wake_times(events: list[dict]) -> list[tuple[str, float]]:
     return [(e["wake_word"], e["t"]) for e in of_type(events, "wake")]
 
 
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_wake_words_detected_with_the_right_word_at_the_right_time(two_wakes: Path, state_dir: Path) -> None:
     events = _run(two_wakes, state_dir)
     wakes = _wake_times(events)
@@ -45,7 +45,7 @@ def test_wake_words_detected_with_the_right_word_at_the_right_time(two_wakes: Pa
         assert set(e) == {"type", "t", "wake_word", "score"}
 
 
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_ordinary_speech_gives_no_wake(tmp_path: Path, state_dir: Path) -> None:
     wav = scene(tmp_path / "talk.wav", 0.5, "could you pass me the salt please", 0.5,
                 "we are going to the cinema on saturday evening", 1.0)
@@ -53,7 +53,7 @@ def test_ordinary_speech_gives_no_wake(tmp_path: Path, state_dir: Path) -> None:
     assert of_type(events, "wake") == []
 
 
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_summary_line_and_clean_exit(two_wakes: Path, state_dir: Path) -> None:
     proc = run_cli("run", "--input", str(two_wakes), "--state-dir", str(state_dir), "-w", "alexa")
     assert proc.returncode == 0
@@ -67,7 +67,7 @@ def test_summary_line_and_clean_exit(two_wakes: Path, state_dir: Path) -> None:
     ["-b", "24"],                         # 24-bit (WAVE_FORMAT_EXTENSIBLE)
     ["-r", "48000", "-b", "32", "-e", "floating-point"],
 ])
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_wav_variants_are_mixed_down_and_resampled(two_wakes: Path, tmp_path: Path, state_dir: Path,
                                                    sox_args: list[str]) -> None:
     variant = tmp_path / "variant.wav"
@@ -79,7 +79,7 @@ def test_wav_variants_are_mixed_down_and_resampled(two_wakes: Path, tmp_path: Pa
         assert abs(t - t_ref) <= 0.25  # resampling shifts the score curve by a frame or two
 
 
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_raw_pcm_on_stdin(two_wakes: Path, state_dir: Path) -> None:
     data, _ = soundfile.read(str(two_wakes), dtype="int16")
     proc = run_cli("run", "--input", "-", "--events", "-", "--state-dir", str(state_dir), "-w", "alexa",
@@ -97,7 +97,7 @@ def test_stdin_ending_mid_frame_is_padded_not_lost(state_dir: Path) -> None:
     assert len(of_type(events_of(proc.stdout), "wake")) == 1
 
 
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_events_to_file(two_wakes: Path, tmp_path: Path, state_dir: Path) -> None:
     out = tmp_path / "events.jsonl"
     proc = run_cli("run", "--input", str(two_wakes), "--events", str(out), "--state-dir", str(state_dir))
@@ -176,7 +176,7 @@ def test_a_closed_stdin_says_it_is_closed(state_dir: Path) -> None:
     assert proc.returncode == 1 and "stdin is closed" in line and "terminal" not in line
 
 
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_custom_wake_word_by_path_uses_the_file_stem(two_wakes: Path, tmp_path: Path, models_dir: Path,
                                                      state_dir: Path) -> None:
     custom = tmp_path / "kitchen_v2.onnx"
@@ -195,7 +195,7 @@ def test_a_broken_custom_model_is_named(tmp_path: Path, two_wakes: Path, state_d
     assert str(custom) in one_error_line(proc.stderr)
 
 
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_threshold_flag_and_config_thresholds(two_wakes: Path, tmp_path: Path, state_dir: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[wake]\nwords = ["alexa", "hey_jarvis"]\nthresholds = { alexa = 0.999 }\n')
@@ -204,7 +204,7 @@ def test_threshold_flag_and_config_thresholds(two_wakes: Path, tmp_path: Path, s
     assert [e["wake_word"] for e in of_type(events_of(proc.stdout), "wake")] == ["hey_jarvis"]
 
 
-@pytest.mark.daemon
+@pytest.mark.scene
 def test_one_utterance_gives_one_event(tmp_path: Path, state_dir: Path) -> None:
     wav = scene(tmp_path / "slow.wav", 1.0, "alexa", 0.1, "alexa", 2.0)  # said twice in one breath
     events = _run(wav, state_dir)

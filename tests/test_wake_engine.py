@@ -89,12 +89,14 @@ def _run(engine: WakeEngine, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.array(scores), np.array(open_)
 
 
+@pytest.mark.scene
 def test_the_audio_really_wakes_openwakeword(reference: np.ndarray) -> None:
     """Guards the parity tests below against comparing two flat lines."""
     assert reference[:, WORDS.index("hey_jarvis_v0.1.onnx")].max() > 0.9
     assert reference[:, WORDS.index("hey_mycroft_v0.1.onnx")].max() > 0.5
 
 
+@pytest.mark.scene
 def test_ungated_engine_matches_openwakeword_on_every_frame(models_dir: Path, audio: np.ndarray,
                                                              reference: np.ndarray) -> None:
     scores, _ = _run(_engine(models_dir, gate=None), audio)
@@ -102,6 +104,7 @@ def test_ungated_engine_matches_openwakeword_on_every_frame(models_dir: Path, au
     assert np.abs(scores - reference).max() <= TOLERANCE
 
 
+@pytest.mark.scene
 def test_gated_engine_gives_the_same_scores_whenever_it_listens(models_dir: Path, audio: np.ndarray,
                                                                 reference: np.ndarray) -> None:
     engine = _engine(models_dir, gate=EnergyGate())
@@ -115,6 +118,7 @@ def test_gated_engine_gives_the_same_scores_whenever_it_listens(models_dir: Path
     assert engine.frames_scored == open_.sum()
 
 
+@pytest.mark.scene
 def test_reset_starts_over_like_openwakeword(models_dir: Path, audio: np.ndarray, reference: np.ndarray) -> None:
     """After reset the engine scores as a fresh one would: no audio from before leaks in."""
     engine = _engine(models_dir, gate=None)
@@ -124,6 +128,7 @@ def test_reset_starts_over_like_openwakeword(models_dir: Path, audio: np.ndarray
     assert np.abs(scores - reference).max() <= TOLERANCE
 
 
+@pytest.mark.scene
 def test_detector_wakes_on_the_same_frames_with_and_without_the_gate(models_dir: Path, audio: np.ndarray) -> None:
     settings = WakeSettings(words=["hey_jarvis", "hey_mycroft"])
     runs = {}
