@@ -337,6 +337,7 @@ def _hits(detector: WakeDetector, audio: np.ndarray) -> tuple[list[tuple[int, st
     return hits, np.array(scores), np.array(ran)
 
 
+@pytest.mark.scene
 def test_cascade_wakes_where_microwakeword_stirs_and_skips_openwakeword_through_ordinary_speech(
         models_dir: Path, audio: np.ndarray, speech) -> None:
     """wake.cascade_threshold: openWakeWord's own scores wherever it ran, no wake openWakeWord alone would not
