@@ -93,9 +93,12 @@ class WakeSettings:
     """Least score on a fresh re-run of the model over the buffered 2 s; below it: "rescore_disagrees".
     Applies to words without a classifier (custom models, or verify_classifier = false)."""
     verify_classifier: bool = True
-    """Ask the shipped per-word classifier (alexa, hey_jarvis, hey_mycroft, hey_marvin); no: "classifier_rejects"."""
+    """Ask the shipped per-word classifier where its word needs one (alexa, hey_marvin: bare, they wake more
+    than once an hour on real speech); no: "classifier_rejects". hey_jarvis and hey_mycroft meet that bar
+    bare, so their wakes stand on the score unless given a threshold below."""
     verify_classifier_thresholds: dict[str, float] = field(default_factory=dict)
-    """Per-word override of the classifier's tuned threshold (0-1, higher rejects more), e.g. { alexa = 0.7 }."""
+    """Per-word override of the classifier's tuned threshold (0-1, higher rejects more), e.g. { alexa = 0.7 };
+    naming hey_jarvis or hey_mycroft here turns their classifier on (tuned: 0.27, 0.72)."""
     agree_micro_threshold: float = 0.7
     """engine "both": microWakeWord score that proposes a wake for openWakeWord to confirm (below the models' own
     cutoffs: the agreement removes the false ones; tuned on the TUNE split, docs/wake-engines.md)."""
