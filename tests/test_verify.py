@@ -267,3 +267,25 @@ def test_unconfigured_word_is_a_caller_bug(verifier: WakeVerifier) -> None:
 def test_bad_verifier_settings_name_the_key(key: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"wake.{key}"):
         load_settings(overrides={"wake": {key: value}})
+
+
+def test_a_wake_with_nothing_to_judge_is_reported_without_waiting(speech, tmp_path: Path) -> None:
+    """The default word has no classifier, so its wake is reported on the frame it fired (160 ms sooner):
+    the same moment as with the second look off. Turning its classifier on brings the wait back."""
+    from tests.helpers import events_of, of_type, run_cli
+
+    wav = speech("hey jarvis", voice="en", pad=1.0)
+
+    def wake_time(config: str) -> float:
+        (tmp_path / "c.toml").write_text(config)
+        proc = run_cli("run", "--input", str(wav), "--events", "-", "--state-dir", str(tmp_path / "state"),
+                       "--config", str(tmp_path / "c.toml"))
+        assert proc.returncode == 0, proc.stderr.decode()
+        (wake,) = of_type(events_of(proc.stdout), "wake")
+        return float(wake["t"])
+
+    default = wake_time("[wake]\nwords = ['hey_jarvis']\n")
+    assert default == wake_time("[wake]\nwords = ['hey_jarvis']\nverify = false\n")
+    judged = wake_time("[wake]\nwords = ['hey_jarvis']\nverify_sure = 1.0\n"
+                       "verify_classifier_thresholds = { hey_jarvis = 0.0 }\n")
+    assert judged == pytest.approx(default + 0.16, abs=1e-6)

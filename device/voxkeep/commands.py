@@ -100,7 +100,7 @@ WAKE_TAIL_WORDS = ("jarvis", "alexa", "marvin", "mycroft")
 """Last words of the bundled wake phrases: the window starts inside them."""
 
 LEAD_WORDS = ("hey",)
-"""First words of the bundled wake phrases: the window starts 0.64 s before the confirmed wake, so all
+"""First words of the bundled wake phrases: the window starts 0.48 s before the wake model fires, so all
 of "hey jarvis" can be in it."""
 
 MIN_TAIL_PHONES = 2
@@ -141,7 +141,7 @@ recall (clean +1, noise20 +1, reverb +1 against counting every frame), 0.4 and u
 more; REPORT: clean +2 of 57, reverb +1 of 50, no confusable more."""
 
 MAX_TAIL_END_FRAMES = 130
-"""The wake word's tail is the first sound of a window (which begins 0.64 s before the confirmed wake):
+"""The wake word's tail is the first sound of a window (which begins 0.48 s before the wake model fires):
 only grammar tails ending in its first 1.3 s are taken for it, not words of a sentence before the command.
 1.0 s cut off a slow "hey marvin" stretched by a reverberant room (bench/commands_eval.py TUNE: reverb
 +1 of 46, REPORT +2 of 50, no confusable more accepted on either)."""

@@ -128,8 +128,10 @@ class Daemon:
         self._refractory_frames = round(settings.wake.refractory_seconds / FRAME_SECONDS)
         self._woke_at = -self._refractory_frames - 1
         """Frame of the last confirmed wake."""
-        self._lead_frames = round(COMMAND_LEAD_SECONDS / FRAME_SECONDS)
-        self._phrase_frames = round(WAKE_PHRASE_SECONDS / FRAME_SECONDS)
+        # Both counted from the frame the wake fired on, so the look-ahead heard since is added: the window
+        # and the cut between back-to-back requests do not move with how long the second look waits.
+        self._lead_frames = round(COMMAND_LEAD_SECONDS / FRAME_SECONDS) + self._look_ahead
+        self._phrase_frames = round(WAKE_PHRASE_SECONDS / FRAME_SECONDS) + self._look_ahead
 
     def clock(self) -> float:
         """The audio clock, for events raised off the loop (button, CLI, MQTT)."""

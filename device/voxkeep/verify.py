@@ -144,6 +144,11 @@ class WakeVerifier:
         self._looks = self.enabled and (bool(self._classifiers) or
                                         (self._rescore_min > 0 and bool(resolved.keys() - self._trusted)))
         """Whether a check computes features at all (else only the peak is judged)."""
+        thresholds = {w: settings.thresholds.get(w, settings.threshold) for w in resolved}
+        if not self._looks and all(self._peaks[w] <= thresholds[w] for w in resolved):
+            # Nothing left to judge (no classifier, no re-score, no peak above the word's own threshold):
+            # waiting for the look-ahead would only delay the wake.
+            self.frames_after = 0
         self._models: dict[str, Any] = {}
         if self._looks:
             melspec, embedding = (verified_path(models_dir, name) for name in FEATURE_MODELS)

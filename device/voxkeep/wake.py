@@ -284,14 +284,13 @@ class SecondLook:
     def __init__(self, settings: WakeSettings, models_dir: Path, plans: Sequence[WordPlan]) -> None:
         # microWakeWord crosses its cutoff later in a phrase than openWakeWord crosses 0.5 (its score is a
         # mean over 150 ms), by when the phrase is already in the buffer: waiting longer would only add
-        # latency. openWakeWord words wait, so the look sees how the phrase ends.
-        streams_oww = any(p.engine == OPENWAKEWORD for p in plans)
-        self.frames_after = settings.verify_frames_after if streams_oww else 0
+        # latency. openWakeWord words wait, so the look sees how the phrase ends, if it has anything to judge.
         agree = [p for p in plans if p.agree]
         checked = [p for p in plans if p.engine == OPENWAKEWORD]
         self._agreement = Agreement(agree, settings, models_dir) if agree else None
         self._verifier = (WakeVerifier(replace(settings, words=[p.spec for p in checked]), models_dir)
                           if checked else None)
+        self.frames_after = self._verifier.frames_after if self._verifier is not None else 0
         self._agree_words = {p.name for p in agree}
         self._checked = {p.name for p in checked}
 
