@@ -175,9 +175,14 @@ def resolve_micro_word(spec: str, models_dir: Path) -> tuple[str, MicroModel, st
     return name, description, FETCH_HINT
 
 
+def is_custom(spec: str) -> bool:
+    """Whether a wake-word spec names a model file of the user's own rather than a bundled word."""
+    return spec.endswith(".onnx") or os.sep in spec
+
+
 def resolve_wake_word(spec: str, models_dir: Path) -> tuple[str, Path]:
     """Turn ``alexa``, ``alexa_v0.1`` or ``/path/to/custom.onnx`` into (event name, verified path)."""
-    if spec.endswith(".onnx") or os.sep in spec:
+    if is_custom(spec):
         path = Path(spec).expanduser()
         if not path.is_file():
             raise ModelError(f"custom wake-word model {path} does not exist; check the path")

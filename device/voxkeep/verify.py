@@ -61,7 +61,7 @@ import numpy as np
 from . import SAMPLE_RATE
 from .config import WakeSettings
 from .engine import session
-from .models import FEATURE_MODELS, resolve_wake_word, verified_path
+from .models import FEATURE_MODELS, is_custom, resolve_wake_word, verified_path, wake_word_name
 
 AUDIO_SECONDS = 2.0
 """Audio the daemon hands to ``check``: enough for the 16 embeddings one wake-model step reads."""
@@ -140,7 +140,9 @@ class WakeVerifier:
             chosen = settings.verify_classifier_thresholds
             self._classifiers = {w: replace(shipped[w], threshold=chosen.get(w, shipped[w].threshold))
                                  for w in resolved if w in shipped and (shipped[w].needed or w in chosen)}
-            self._trusted = {w for w in resolved if w in shipped} - self._classifiers.keys()
+            # Only the bundled models were measured: a file of the user's own, whatever its name, is not trusted.
+            bundled = {wake_word_name(spec) for spec in settings.words if not is_custom(spec)}
+            self._trusted = {w for w in resolved if w in shipped and w in bundled} - self._classifiers.keys()
         self._looks = self.enabled and (bool(self._classifiers) or
                                         (self._rescore_min > 0 and bool(resolved.keys() - self._trusted)))
         """Whether a check computes features at all (else only the peak is judged)."""
