@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         for frame, w, score in scored.hits:
             row = [True]
             for look in looks:
-                context, recent = eval_wake.context(scored, frame, w, look.frames_after)
+                context, recent = eval_wake.context(scored, frame, w, look.look_ahead(w))
                 row.append(look.check(w, score, context, recent).ok)
             verdicts.append(((frame + 1) * FRAME_SAMPLES, row))
         for span, (lo, hi) in zip(spans, eval_wake.windows(spans), strict=True):

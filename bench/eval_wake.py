@@ -155,7 +155,7 @@ def context(s: Scored, frame: int, word: str, frames_after: int) -> tuple[np.nda
 class Look(Protocol):
     """What the daemon hands each hit to: ``WakeVerifier`` or ``voxkeep.wake.SecondLook``."""
 
-    frames_after: int
+    def look_ahead(self, word: str) -> int: ...
 
     def check(self, word: str, score: float, audio: np.ndarray, scores: Sequence[float]) -> Verdict: ...
 
@@ -213,7 +213,7 @@ def run_column(col: Column, streams: list[Path], models_dir: Path, key: str, cpu
             if col.verifier is None:
                 accepted.append(True)
                 continue
-            audio, scores = context(s, frame, word, col.verifier.frames_after)
+            audio, scores = context(s, frame, word, col.verifier.look_ahead(word))
             t0 = time.process_time()
             verdict = col.verifier.check(word, score, audio, scores)
             cpu_ms.append((time.process_time() - t0) * 1000)

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             if word in COMMON:
                 oww = s.scores[:, WORDS.index(word)]
                 hits["bare oww"] = onsets(oww, 0.5)
-                frames_after = classifier.frames_after
+                frames_after = classifier.look_ahead(word)
                 hits["oww+classifier"] = [
                     f + frames_after for f in hits["bare oww"]
                     if classifier.check(word, float(oww[f]), *context(s, f, word, frames_after)).ok]

@@ -48,8 +48,9 @@ HISTORY_SECONDS = 2.0
 class Verifier(Protocol):
     """The second look at a wake (voxkeep.verify)."""
 
-    frames_after: int
-    """Frames to wait after a hit before looking, so the look sees how the score went on."""
+    def look_ahead(self, word: str) -> int:
+        """Frames to wait after a hit of ``word`` before looking, so the look sees how the score went on."""
+        ...
 
     def check(self, word: str, score: float, audio: np.ndarray, scores: Any) -> Any: ...
 
@@ -122,16 +123,15 @@ class Daemon:
         self._capture: UtteranceCapture | None = None
         self._answer: UtteranceCapture | None = None
         """The answer window after "confirm?" (no wake word): it goes to the worker as an Answer, never stored."""
-        # Hits wait here until the verifier's look-ahead (its frames_after) has been heard.
+        # Hits wait here until the verifier's look-ahead for their word has been heard.
         self._due: list[tuple[int, WakeHit]] = []
-        self._look_ahead = verifier.frames_after if verifier is not None else 0
         self._refractory_frames = round(settings.wake.refractory_seconds / FRAME_SECONDS)
         self._woke_at = -self._refractory_frames - 1
         """Frame of the last confirmed wake."""
-        # Both counted from the frame the wake fired on, so the look-ahead heard since is added: the window
-        # and the cut between back-to-back requests do not move with how long the second look waits.
-        self._lead_frames = round(COMMAND_LEAD_SECONDS / FRAME_SECONDS) + self._look_ahead
-        self._phrase_frames = round(WAKE_PHRASE_SECONDS / FRAME_SECONDS) + self._look_ahead
+        # Both counted from the frame the wake fired on; the look-ahead heard since is added per wake, so the
+        # window and the cut between back-to-back requests do not move with how long the second look waits.
+        self._lead_frames = round(COMMAND_LEAD_SECONDS / FRAME_SECONDS)
+        self._phrase_frames = round(WAKE_PHRASE_SECONDS / FRAME_SECONDS)
 
     def clock(self) -> float:
         """The audio clock, for events raised off the loop (button, CLI, MQTT)."""
@@ -245,11 +245,19 @@ class Daemon:
             return  # the common case: nothing to look at, nothing allocated
         # Several models may fire on one phrase: best first.
         self._due = [(f, h) for f, h in self._due if f >= self.stats.frames]
-        self._due += [(self.stats.frames + self._look_ahead, h) for h in hits]
+        self._due += [(self.stats.frames + self._look(h.wake_word), h) for h in hits]
         ready = [h for f, h in self._due if f == self.stats.frames]
         for hit in sorted(ready, key=lambda h: -h.score):
             if self._accept(hit):
+                # Hits still waiting for a longer look fired within the refractory period of this one:
+                # its own phrase on another model, never a new request.
+                self._due = [(f, h) for f, h in self._due
+                             if f - self._look(h.wake_word) - self._woke_at > self._refractory_frames]
                 break
+
+    def _look(self, word: str) -> int:
+        """Frames a hit of ``word`` waits for the second look."""
+        return self.verifier.look_ahead(word) if self.verifier is not None else 0
 
     def _listen_for_answer(self, frame: np.ndarray) -> None:
         """Feed the answer window, or open one if the worker asked back a deletion."""
@@ -294,32 +302,33 @@ class Daemon:
             self.bus.publish(WakeRejected(t=t, wake_word=hit.wake_word, score=round(hit.score, 4), reason=reason))
             return False
         self.stats.wakes += 1
+        look = self._look(hit.wake_word)
+        lead, phrase = self._lead_frames + look, self._phrase_frames + look  # counted from the hit's frame
         # The hit's own frame, not the look's: counted from the look, the refractory period ran the
         # verifier's look-ahead longer than the detector's and dropped a request said 2 s after the last.
-        self._woke_at = self.stats.frames - self._look_ahead
+        self._woke_at = self.stats.frames - look
         self._lapse_answer("wake word")  # a new request instead of an answer: nothing is deleted
         if self._capture is not None:
             # People make requests back to back: a new wake word ends the open utterance just before
             # its own phrase, and that utterance is handled as it stands (a command in it is obeyed
             # before the new one is judged).
-            self._submit(self._capture.finish(t, drop_frames=self._phrase_frames))
+            self._submit(self._capture.finish(t, drop_frames=phrase))
             self._capture = None
         self.bus.publish(Wake(t=t, wake_word=hit.wake_word, score=round(hit.score, 4)))
         frames = self._history.frames()
         if self.arbiter is not None:  # hands the claim over; the answer comes back on self._round
-            self._round = self.arbiter.claim(hit.wake_word, strength_of(frames[-self._phrase_frames:],
+            self._round = self.arbiter.claim(hit.wake_word, strength_of(frames[-phrase:],
                                                                         self._endpointer.floor), hit.score)
         store_allowed = self.privacy.mode is Mode.LISTENING
         max_seconds = self.settings.commands.max_seconds
         if store_allowed:
             max_seconds = max(max_seconds, self.settings.vault.max_utterance_seconds)
         # Not recording: keep only what the command window needs, never the pre-roll to store.
-        preroll = frames[-max(self._preroll_frames, self._lead_frames):] if store_allowed else \
-            frames[-self._lead_frames:]
+        preroll = frames[-max(self._preroll_frames, lead):] if store_allowed else frames[-lead:]
         self._capture = UtteranceCapture(
             preroll=preroll, t_wake=t, wake_word=hit.wake_word, score=hit.score, store_allowed=store_allowed,
             wall_time=self.wall_clock(), endpointer=self._endpointer, max_seconds=max_seconds,
-            silence_seconds=self.settings.commands.silence_seconds, lead_frames=self._lead_frames)
+            silence_seconds=self.settings.commands.silence_seconds, lead_frames=lead)
         return True
 
     def _submit(self, utterance: Any) -> None:

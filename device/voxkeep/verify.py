@@ -143,34 +143,39 @@ class WakeVerifier:
             # Only the bundled models were measured: a file of the user's own, whatever its name, is not trusted.
             bundled = {wake_word_name(spec) for spec in settings.words if not is_custom(spec)}
             self._trusted = {w for w in resolved if w in shipped and w in bundled} - self._classifiers.keys()
-        self._looks = self.enabled and (bool(self._classifiers) or
-                                        (self._rescore_min > 0 and bool(resolved.keys() - self._trusted)))
+        rescored = {w for w in resolved if self._rescore_min > 0 and w not in self._classifiers
+                    and w not in self._trusted}
+        self._looks = bool(self._classifiers or rescored)
         """Whether a check computes features at all (else only the peak is judged)."""
-        thresholds = {w: settings.thresholds.get(w, settings.threshold) for w in resolved}
-        if not self._looks and all(self._peaks[w] <= thresholds[w] for w in resolved):
-            # Nothing left to judge (no classifier, no re-score, no peak above the word's own threshold):
-            # waiting for the look-ahead would only delay the wake.
-            self.frames_after = 0
+        # A word with nothing left to judge (no classifier, no re-score, no peak above its own threshold) is
+        # not waited for: the look-ahead would only delay its wake.
+        judged = {w for w in resolved if w in self._classifiers or w in rescored
+                  or self._peaks[w] > settings.thresholds.get(w, settings.threshold)}
+        self._look_ahead = {w: settings.verify_frames_after if w in judged else 0 for w in resolved}
+        self.frames_after = max(self._look_ahead.values(), default=0)
+        """The longest look-ahead of any word (``look_ahead`` gives each word's own)."""
         self._models: dict[str, Any] = {}
         if self._looks:
             melspec, embedding = (verified_path(models_dir, name) for name in FEATURE_MODELS)
             self._melspec, self._embedding = session(melspec), session(embedding)
             # Wake models only for the re-score, i.e. for words without a classifier.
-            if self._rescore_min > 0:
-                self._models = {w: session(p) for w, p in resolved.items()
-                                if w not in self._classifiers and w not in self._trusted}
+            self._models = {w: session(p) for w, p in resolved.items() if w in rescored}
+
+    def look_ahead(self, word: str) -> int:
+        """Frames to wait after a hit of ``word`` before ``check``: 0 when there is nothing to judge."""
+        return self._look_ahead.get(word, 0)
 
     def check(self, word: str, score: float, audio: np.ndarray, scores: Sequence[float]) -> Verdict:
         """Judge a wake of ``word`` that fired with ``score``.
 
         ``audio``: the last ~2 s of 16 kHz int16 audio and ``scores``: that word's recent scores, both
-        ending ``frames_after`` frames after the frame that fired (the daemon keeps them in ring buffers).
+        ending ``look_ahead(word)`` frames after the frame that fired (the daemon keeps them in ring buffers).
         """
         if not self.enabled:
             return Verdict(True, "verification_off")
         if word not in self._peaks:
             raise ValueError(f"wake word {word!r} is not configured for verification")
-        recent = list(scores)[-(self.frames_after + 1):]
+        recent = list(scores)[-(self._look_ahead[word] + 1):]
         peak = max([score, *recent])
         if peak < self._peaks[word]:
             return Verdict(False, "weak_peak")

@@ -291,8 +291,15 @@ class SecondLook:
         self._verifier = (WakeVerifier(replace(settings, words=[p.spec for p in checked]), models_dir)
                           if checked else None)
         self.frames_after = self._verifier.frames_after if self._verifier is not None else 0
+        """The longest look-ahead of any word (``look_ahead`` gives each word's own)."""
         self._agree_words = {p.name for p in agree}
         self._checked = {p.name for p in checked}
+
+    def look_ahead(self, word: str) -> int:
+        """Frames the daemon waits after a hit of ``word`` before ``check``."""
+        if word in self._checked and self._verifier is not None:
+            return self._verifier.look_ahead(word)
+        return 0
 
     def check(self, word: str, score: float, audio: np.ndarray, scores: Sequence[float]) -> Verdict:
         """Judge a hit of ``word`` (same arguments as ``WakeVerifier.check``)."""
