@@ -12,7 +12,8 @@ trained or tuned on. Their sources do not say whether each is a person or a synt
 - ``rhasspy/wyoming-openwakeword`` (MIT) ``tests/<word>.wav``, commit 419701f;
 - ``dscripka/openWakeWord`` (Apache-2.0) ``tests/data/<word>_test.wav``, commit 368c037.
 
-Save each as ``<word>/<source>.wav`` (a clip identical to another, byte for byte, is counted once). Each
+Save each as ``<word>/<source>.wav``, e.g. ``alexa/pymicro-wakeword-2.wav`` (a clip identical to another,
+byte for byte, is counted once). Each
 clip is placed in every room of ``corpus.CONDITIONS`` but back-to-back (``corpus.apply_condition``, the
 REPORT split's impulse responses, babble and music), ``--seeds`` times with fresh draws, and the rooms of a
 word play as one stream through the product's ``WakeDetector`` and second look, as in bench/eval_wake.py.
@@ -83,8 +84,7 @@ def hits(audio: np.ndarray, word: str, models_dir: Path) -> eval_wake.Scored:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="wake recall on recordings of voices outside the corpus, per room "
-                                     "and source: bare openWakeWord beside voxkeep (same audio, same run)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=Path, default=corpus.cache_dir() / "recordings",
                         help="folder of <wake word>/<source>.wav (default: $VOXKEEP_EVAL_CACHE/recordings)")
     parser.add_argument("--seeds", type=int, default=3, choices=range(1, 21), metavar="1-20",
