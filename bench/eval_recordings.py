@@ -36,7 +36,7 @@ import eval_wake
 from voxkeep import FRAME_SAMPLES, SAMPLE_RATE
 from voxkeep.config import WakeSettings, default_models_dir
 from voxkeep.verify import load_classifiers
-from voxkeep.wake import WakeDetector, second_look
+from voxkeep.wake import second_look
 
 ROOMS = tuple(c for c in corpus.CONDITIONS if c != "back-to-back")
 
@@ -72,17 +72,6 @@ def stream(word_clips: list[Path], seeds: int) -> tuple[np.ndarray, list[dict]]:
     return np.concatenate(parts), spans
 
 
-def hits(audio: np.ndarray, word: str, models_dir: Path) -> eval_wake.Scored:
-    detector = WakeDetector(WakeSettings(words=[word], verify=False), models_dir)
-    n = len(audio) // FRAME_SAMPLES
-    scores = np.zeros((n, len(eval_wake.WORDS)), np.float32)
-    found = []
-    for i in range(n):
-        found += [(i, h.wake_word, h.score) for h in detector.process(audio[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES])]
-        scores[i, eval_wake.WORDS.index(word)] = detector.last_scores[word]
-    return eval_wake.Scored(word, {}, audio, scores, found)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=Path, default=corpus.cache_dir() / "recordings",
@@ -105,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:  # libsndfile's error for a file it cannot read
             print(f"eval_recordings: {exc}; replace that clip with a readable sound file", file=sys.stderr)
             return 2
-        scored = hits(audio, word, models_dir)
+        scored = eval_wake.Scored(word, {}, audio, *eval_wake.detect(audio, models_dir, words=(word,)))
         everywhere = {word: shipped[word].threshold} if word in shipped else {}
         looks = [second_look(WakeSettings(words=[word], **kw), models_dir)
                  for kw in ({}, {"verify_classifier_thresholds": everywhere})]

@@ -116,6 +116,22 @@ def second_look(engine: str, words: tuple[str, ...], models_dir: Path, look: dic
     return daemon_look(settings, models_dir)
 
 
+def detect(audio: np.ndarray, models_dir: Path, engine: str = "openwakeword",
+           words: tuple[str, ...] = corpus.CLASSIFIED) -> tuple[np.ndarray, list[tuple[int, str, float]]]:
+    """The product's WakeDetector over ``audio`` frame by frame: every frame's scores (columns = ``WORDS``)
+    and its hits (frame index, word, score)."""
+    detector = WakeDetector(settings_for(engine, words, verify=False), models_dir)
+    n = len(audio) // FRAME_SAMPLES
+    scores = np.zeros((n, len(WORDS)), dtype=np.float32)
+    cols = [WORDS.index(w) for w in words]
+    hits = []
+    for i in range(n):
+        for hit in detector.process(np.asarray(audio[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES])):
+            hits.append((i, hit.wake_word, hit.score))
+        scores[i, cols] = [detector.last_scores[w] for w in words]
+    return scores, hits
+
+
 def score_stream(path: Path, models_dir: Path, key: str, engine: str = "openwakeword",
                  words: tuple[str, ...] = corpus.CLASSIFIED) -> Scored:
     """Run the product's WakeDetector over a stream once; cache hits and scores (columns = ``WORDS``)."""
@@ -128,15 +144,7 @@ def score_stream(path: Path, models_dir: Path, key: str, engine: str = "openwake
         data = np.load(cached)
         hits = [(int(f), WORDS[int(w)], float(s)) for f, w, s in data["hits"]]
         return Scored(path.stem, meta, audio, data["scores"], hits)
-    detector = WakeDetector(settings_for(engine, words, verify=False), models_dir)
-    n = len(audio) // FRAME_SAMPLES
-    scores = np.zeros((n, len(WORDS)), dtype=np.float32)
-    cols = [WORDS.index(w) for w in words]
-    hits = []
-    for i in range(n):
-        for hit in detector.process(np.asarray(audio[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES])):
-            hits.append((i, hit.wake_word, hit.score))
-        scores[i, cols] = [detector.last_scores[w] for w in words]
+    scores, hits = detect(audio, models_dir, engine, words)
     cached.parent.mkdir(parents=True, exist_ok=True)
     packed = np.array([(f, WORDS.index(w), s) for f, w, s in hits], dtype=np.float64).reshape(-1, 3)
     np.savez(cached, scores=scores, hits=packed)

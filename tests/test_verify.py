@@ -1,7 +1,7 @@
 """The second look at a wake (voxkeep.verify), with the real models and synthesized speech.
 
 Each test runs the product's WakeDetector over espeak-ng audio and hands its hits to WakeVerifier the way
-the daemon does: with the last 2 s of audio and the word's score history, ending ``frames_after`` frames
+the daemon does: with the last 2 s of audio and the word's score history, ending ``look_ahead(word)`` frames
 after the frame that fired.
 """
 
@@ -43,7 +43,7 @@ def wakes(wav: Path, models_dir: Path, verifier: WakeVerifier,
         hits = detector.process(audio[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES])
         for w in words:
             history[w] = (history[w] + [detector.last_scores[w]])[-SCORE_FRAMES:]
-        pending += [(i + verifier.frames_after, h.wake_word, h.score) for h in hits]
+        pending += [(i + verifier.look_ahead(h.wake_word), h.wake_word, h.score) for h in hits]
         for _, word, score in [p for p in pending if p[0] == i]:
             end = (i + 1) * FRAME_SAMPLES
             clip = audio[max(0, end - int(AUDIO_SECONDS * 16000)):end]
@@ -128,11 +128,12 @@ def test_a_sure_wake_in_rumbling_noise_is_kept(models_dir: Path) -> None:
         hits = detector.process(audio[i * 1280:(i + 1) * 1280])
         scores.append(detector.last_scores["alexa"])
         if hits and due is None:
-            due = i + verifier.frames_after
+            due = i + verifier.look_ahead("alexa")
         if i == due:
             end = (i + 1) * 1280
             windows.append(audio[end - 32000:end])
-            verdicts.append(verifier.check("alexa", scores[due - verifier.frames_after], windows[-1], scores[-25:]))
+            verdicts.append(verifier.check("alexa", scores[due - verifier.look_ahead("alexa")], windows[-1],
+                                          scores[-25:]))
     assert max(scores) >= 0.98
     assert verdicts == [Verdict(True, "confirmed")]
     # Kept by the classifier's own look, not by a bypass for sure wakes.
@@ -180,10 +181,10 @@ def test_a_wake_while_other_people_talk_is_kept(models_dir: Path, text: str, wor
         hits = detector.process(audio[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES])
         scores.append(detector.last_scores[word])
         if hits and due is None:
-            due = i + default.frames_after
+            due = i + default.look_ahead(word)
         if i == due:
             end = (i + 1) * FRAME_SAMPLES
-            verdicts.append(default.check(word, scores[i - default.frames_after], audio[end - 32000:end],
+            verdicts.append(default.check(word, scores[i - default.look_ahead(word)], audio[end - 32000:end],
                                           scores[-SCORE_FRAMES:]))
     assert verdicts, f"bare openWakeWord should hear {text!r} over the babble, else the test proves nothing"
     assert verdicts == [Verdict(True, "confirmed")]
@@ -258,7 +259,7 @@ def test_verification_off_accepts_without_loading_models(tmp_path: Path) -> None
     with pytest.raises(ModelError):
         WakeVerifier(WakeSettings(words=["hey_jarvis"]), tmp_path)
     off = WakeVerifier(WakeSettings(words=["hey_jarvis"], verify=False), tmp_path)
-    assert off.frames_after == 0
+    assert off.look_ahead("hey_jarvis") == 0
     assert off.check("hey_jarvis", 0.51, np.zeros(100, dtype=np.int16), [0.51]) == Verdict(True, "verification_off")
 
 

@@ -126,7 +126,6 @@ class WakeVerifier:
                  classifiers: dict[str, EmbeddingClassifier] | None = None) -> None:
         """``classifiers`` replaces the shipped ones (bench/train_verifier.py evaluates fresh ones so)."""
         self.enabled = settings.verify
-        self.frames_after = settings.verify_frames_after if self.enabled else 0
         # Verification off loads nothing: the daemon then needs no models beyond the detector's.
         resolved = dict(resolve_wake_word(spec, models_dir) for spec in settings.words) if self.enabled else {}
         self._peaks = {w: settings.verify_peaks.get(w, settings.verify_peak) for w in resolved}
@@ -152,8 +151,6 @@ class WakeVerifier:
         judged = {w for w in resolved if w in self._classifiers or w in rescored
                   or self._peaks[w] > settings.thresholds.get(w, settings.threshold)}
         self._look_ahead = {w: settings.verify_frames_after if w in judged else 0 for w in resolved}
-        self.frames_after = max(self._look_ahead.values(), default=0)
-        """The longest look-ahead of any word (``look_ahead`` gives each word's own)."""
         self._models: dict[str, Any] = {}
         if self._looks:
             melspec, embedding = (verified_path(models_dir, name) for name in FEATURE_MODELS)

@@ -240,7 +240,7 @@ class WakeDetector:
 class Agreement:
     """openWakeWord's opinion of the buffered audio, for words microWakeWord streams (``both``).
 
-    The engine is reset and fed the 2 s the daemon keeps, ending ``frames_after`` frames after the hit:
+    The engine is reset and fed the 2 s the daemon keeps, ending at the hit (``both`` words wait for no look-ahead):
     the last frames' scores are then the streaming scores openWakeWord would have given (its score on a
     frame depends on the 2 s before it). The hit is kept if any of the last ``agree_frames`` reaches
     ``agree_threshold``: the two engines cross at slightly different moments of the same phrase.
@@ -290,8 +290,6 @@ class SecondLook:
         self._agreement = Agreement(agree, settings, models_dir) if agree else None
         self._verifier = (WakeVerifier(replace(settings, words=[p.spec for p in checked]), models_dir)
                           if checked else None)
-        self.frames_after = self._verifier.frames_after if self._verifier is not None else 0
-        """The longest look-ahead of any word (``look_ahead`` gives each word's own)."""
         self._agree_words = {p.name for p in agree}
         self._checked = {p.name for p in checked}
 
