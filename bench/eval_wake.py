@@ -68,7 +68,7 @@ def _models_key(models_dir: Path) -> str:
 def engines() -> tuple[str, ...]:
     """Engine settings this checkout knows: openWakeWord alone unless ``wake.engine`` exists."""
     names = {f.name for f in dataclasses.fields(WakeSettings)}
-    return ("openwakeword", "microwakeword", "both") if "engine" in names else ("openwakeword",)
+    return ("auto", "openwakeword", "microwakeword", "both") if "engine" in names else ("openwakeword",)
 
 
 CASCADE = "cascade@"
@@ -85,8 +85,9 @@ def settings_for(engine: str, words: tuple[str, ...], **kw: object) -> WakeSetti
 
 
 def engine_words(engine: str, models_dir: Path) -> tuple[str, ...]:
-    """The evaluated words this engine setting streams itself (a word it lacks falls back elsewhere: left out)."""
-    if len(engines()) == 1:
+    """The evaluated words this engine setting streams itself (a word it lacks falls back elsewhere: left out).
+    "auto" mixes the engines word by word: it is evaluated on bare openWakeWord's words, to compare with it."""
+    if len(engines()) == 1 or engine == "auto":
         return corpus.CLASSIFIED
     from voxkeep.errors import ModelError
     from voxkeep.models import bundled_micro_words
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "per hour, bare openWakeWord beside voxkeep (same audio, same run)")
     parser.add_argument("--split", choices=(*corpus.SPLITS, "both"), default="report")
     parser.add_argument("--log", type=Path, help="write every hit and its verdict as JSON Lines here")
-    parser.add_argument("--engines", nargs="+", choices=("openwakeword", "microwakeword", "both"),
+    parser.add_argument("--engines", nargs="+", choices=("auto", "openwakeword", "microwakeword", "both"),
                         help="engine settings to compare (default: every one this checkout has)")
     parser.add_argument("--cascade", type=float, metavar="T",
                         help="also openWakeWord with wake.cascade_threshold = T, and its recall against the default")
@@ -391,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         cascade = [f"{CASCADE}{args.cascade:g}"] if args.cascade else []
         for engine in [*(args.engines or engines()), *cascade]:
             words = engine_words(engine, models_dir)
-            prefix = {"openwakeword": "openWakeWord", "microwakeword": "microWakeWord", "both": "both"}.get(
+            prefix = {"auto": "auto (default)", "openwakeword": "openWakeWord", "microwakeword": "microWakeWord",
+                      "both": "both"}.get(
                 engine, f"openWakeWord {engine.replace('@', ' ')}")
             if engine != "both":  # "both" streams microWakeWord: its bare hits are that column's
                 columns.append(Column(f"bare {prefix}", engine, None, words))

@@ -53,8 +53,9 @@ WAKE_SPACING = 12.0
 HIT_WINDOW = 1.5
 """A wake counts for a phrase if it comes between the phrase's start and this long after its end."""
 LATENCY_TARGET = 0.16
-ENGINES = ("openwakeword", "microwakeword", "both", "cascade")
-"""voxkeep's engine settings, each run as ``voxkeep run --engine E`` ("cascade": openwakeword with
+ENGINES = ("auto", "openwakeword", "microwakeword", "both", "cascade")
+"""voxkeep's engine settings, each run as ``voxkeep run --engine E`` ("auto", the default, puts hey_mycroft
+on microWakeWord and the other words on openWakeWord; "cascade": openwakeword with
 ``wake.cascade_threshold = CASCADE``, an opt-in setting rather than an engine)."""
 CASCADE = 0.01
 """The cascade's microWakeWord threshold measured here (the point evaluated in docs/wake-engines.md)."""

@@ -130,7 +130,7 @@ def test_reset_starts_over_like_openwakeword(models_dir: Path, audio: np.ndarray
 
 @pytest.mark.scene
 def test_detector_wakes_on_the_same_frames_with_and_without_the_gate(models_dir: Path, audio: np.ndarray) -> None:
-    settings = WakeSettings(words=["hey_jarvis", "hey_mycroft"])
+    settings = WakeSettings(words=["hey_jarvis", "hey_mycroft"], engine="openwakeword")
     runs = {}
     for gate in (True, False):
         detector = WakeDetector(settings, models_dir, gate=gate)
@@ -195,6 +195,25 @@ def test_each_word_streams_on_the_engine_asked_for_or_the_one_that_has_it(models
     assert (plans["hey_jarvis"].engine, plans["hey_jarvis"].agree) == ("microwakeword", True)
     # microWakeWord words default to their model's own cutoff, openWakeWord words to wake.threshold.
     assert plans["okay_nabu"].threshold == pytest.approx(0.85) and plans["alexa"].threshold == 0.5
+
+
+def test_by_default_each_word_runs_on_the_engine_that_hears_it_best(models_dir: Path) -> None:
+    """engine "auto" (the default): hey_mycroft on microWakeWord, whose model heard twice as many TUNE phrases
+    (openWakeWord's hardly any in reverberation), the other words on openWakeWord, with no second look for
+    hey_mycroft (its wake is reported on the frame it crosses) and the classifier still judging alexa."""
+    settings = WakeSettings(words=["hey_jarvis", "alexa", "hey_mycroft", "okay_nabu", "hey_marvin"])
+    detector = WakeDetector(settings, models_dir)
+    assert {p.name: p.engine for p in detector.plans} == {
+        "hey_jarvis": "openwakeword", "alexa": "openwakeword", "hey_mycroft": "microwakeword",
+        "okay_nabu": "microwakeword", "hey_marvin": "openwakeword"}
+    look = second_look(settings, models_dir, detector.plans)
+    assert look.look_ahead("hey_mycroft") == 0 and look.look_ahead("alexa") > 0
+    # "hey mycroft" in a quiet room (flite slt): openWakeWord's model stays silent, the default wakes.
+    audio = _request("hey mycroft, what time is it", engine="flite", voice="slt")
+    frames = audio[: len(audio) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
+    for engine, wakes in (("auto", True), ("openwakeword", False)):
+        alone = WakeDetector(WakeSettings(words=["hey_mycroft"], engine=engine), models_dir)
+        assert any(alone.process(f) for f in frames) is wakes, engine
 
 
 def test_both_keeps_a_wake_openwakeword_agrees_with_and_refuses_one_it_does_not(models_dir: Path) -> None:
@@ -305,7 +324,7 @@ def test_an_unknown_engine_in_the_config_is_one_line_naming_the_choices(tmp_path
     proc = run_cli("run", "--config", str(config), "--input", "-", "--models-dir", str(models_dir),
                    "--state-dir", str(tmp_path / "s"), stdin=b"")
     line = one_error_line(proc.stderr)
-    assert proc.returncode != 0 and "wake.engine" in line and "openwakeword, microwakeword, both" in line
+    assert proc.returncode != 0 and "wake.engine" in line and "auto, openwakeword, microwakeword, both" in line
 
 
 def test_a_model_file_is_loaded_once_and_a_replaced_one_again(models_dir: Path, tmp_path: Path) -> None:
@@ -348,11 +367,11 @@ def test_cascade_wakes_where_microwakeword_stirs_and_skips_openwakeword_through_
                                                      "I put the kettle on and read the paper")])
     stream = np.concatenate([audio, talk[: len(talk) // FRAME_SAMPLES * FRAME_SAMPLES]])
     words = ["hey_jarvis", "hey_mycroft"]
-    plain = WakeDetector(WakeSettings(words=words), models_dir)
-    cascade = WakeDetector(WakeSettings(words=words, cascade_threshold=0.01), models_dir)
+    plain = WakeDetector(WakeSettings(words=words, engine="openwakeword"), models_dir)
+    cascade = WakeDetector(WakeSettings(words=words, engine="openwakeword", cascade_threshold=0.01), models_dir)
     plain_hits, _, plain_ran = _hits(plain, stream)
     cascade_hits, cascade_scores, cascade_ran = _hits(cascade, stream)
-    _, exact, _ = _hits(WakeDetector(WakeSettings(words=words), models_dir, gate=False), stream)
+    _, exact, _ = _hits(WakeDetector(WakeSettings(words=words, engine="openwakeword"), models_dir, gate=False), stream)
     assert [w for _, w in plain_hits] == ["hey_jarvis", "hey_mycroft", "hey_jarvis"]
     assert [w for _, w in cascade_hits] == ["hey_jarvis", "hey_mycroft"]
     assert all(0 <= c - p <= 1 for (c, _), (p, _) in zip(cascade_hits, plain_hits, strict=False))

@@ -65,9 +65,11 @@ class WakeSettings:
     words: list[str] = field(default_factory=lambda: ["hey_jarvis"])
     """Wake words: bundled names (alexa, hey_jarvis, hey_mycroft, okay_nabu, ...) or paths to .onnx (openWakeWord)
     or .tflite (microWakeWord, with its .json beside it) models."""
-    engine: str = "openwakeword"
-    """Which engine hears the words: "openwakeword", "microwakeword" (a fraction of the CPU; Apache-2.0 words)
-    or "both" (microWakeWord listens, openWakeWord must agree). A word only one engine has runs on that one."""
+    engine: str = "auto"
+    """Which engine hears the words: "auto" (each bundled word on the engine that heard it best: hey_mycroft on
+    microWakeWord, the others on openWakeWord), "openwakeword", "microwakeword" (a fraction of the CPU;
+    Apache-2.0 words) or "both" (microWakeWord listens, openWakeWord must agree). A word only one engine has
+    runs on that one."""
     engines: dict[str, str] = field(default_factory=dict)
     """Per-word override of engine, e.g. { alexa = "both" }."""
     threshold: float = 0.5
@@ -474,7 +476,7 @@ def validate(s: Settings) -> None:
     _check_ranges(s)
     if not s.wake.words:
         raise ConfigError("config key 'wake.words' must name at least one wake word")
-    engines = ("openwakeword", "microwakeword", "both")
+    engines = ("auto", "openwakeword", "microwakeword", "both")
     for key, value in [("engine", s.wake.engine), *((f"engines.{w}", v) for w, v in s.wake.engines.items())]:
         if value not in engines:
             raise ConfigError(f"config key 'wake.{key}' must be one of {', '.join(engines)}, not {value!r}")

@@ -168,7 +168,7 @@ MIN_FREE_BYTES = 200 * 1024 * 1024
 """Below this, recordings start failing within days on a busy household (each is ~100-300 kB)."""
 
 
-def check_models(models_dir: Path, words: list[str], engine: str = "openwakeword") -> Check:
+def check_models(models_dir: Path, words: list[str], engine: str = "auto") -> Check:
     """Every model the config needs is installed and matches its pinned hash."""
     from .config import WakeSettings
     from .models import FEATURE_MODELS, verified_path

@@ -42,8 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="wake word: alexa, hey_jarvis, hey_mycroft, okay_nabu, hey_marvin, or a path to an .onnx "
                           "(openWakeWord) or .tflite (microWakeWord, .json beside it) model (repeatable; replaces "
                           "[wake] words)")
-    run.add_argument("--engine", choices=("openwakeword", "microwakeword", "both"),
-                     help="wake-word engine ([wake] engine): 'both' = microWakeWord listens, openWakeWord agrees")
+    run.add_argument("--engine", choices=("auto", "openwakeword", "microwakeword", "both"),
+                     help="wake-word engine ([wake] engine; default auto: hey_mycroft on microWakeWord, other words on "
+                          "openWakeWord): 'both' = microWakeWord listens, openWakeWord agrees")
     run.add_argument("--threshold", type=float, metavar="SCORE",
                      help="score 0-1 above which an openWakeWord word counts (microWakeWord words use their "
                           "model's cutoff unless [wake] thresholds names them)")
