@@ -17,8 +17,9 @@ byte for byte, is counted once). Each
 clip is placed in every room of ``corpus.CONDITIONS`` but back-to-back (``corpus.apply_condition``, the
 REPORT split's impulse responses, babble and music), ``--seeds`` times with fresh draws, and the rooms of a
 word play as one stream through the product's ``WakeDetector`` and second look, as in bench/eval_wake.py.
-Columns: bare openWakeWord (threshold 0.5), voxkeep's default second look, and the classifier on every word
-(each given its tuned threshold, as before it judged only the words that need it).
+Columns: bare openWakeWord (threshold 0.5), voxkeep's defaults (``wake.engine = "auto"``: hey_mycroft heard
+by microWakeWord; the default second look), and openWakeWord with the classifier on every word (each given
+its tuned threshold, as before it judged only the words that need it).
 """
 
 from __future__ import annotations
@@ -94,19 +95,24 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:  # libsndfile's error for a file it cannot read
             print(f"eval_recordings: {exc}; replace that clip with a readable sound file", file=sys.stderr)
             return 2
-        scored = eval_wake.Scored(word, {}, audio, *eval_wake.detect(audio, models_dir, words=(word,)))
         everywhere = {word: shipped[word].threshold} if word in shipped else {}
-        looks = [second_look(WakeSettings(words=[word], **kw), models_dir)
-                 for kw in ({}, {"verify_classifier_thresholds": everywhere})]
-        verdicts = []
-        for frame, w, score in scored.hits:
-            row = [True]
-            for look in looks:
-                context, recent = eval_wake.context(scored, frame, w, look.look_ahead(w))
-                row.append(look.check(w, score, context, recent).ok)
-            verdicts.append(((frame + 1) * FRAME_SAMPLES, row))
+        # (engine the hits come from, second look or None): bare, the default, the old classifier everywhere.
+        sides = [("openwakeword", None), ("auto", second_look(WakeSettings(words=[word]), models_dir)),
+                 ("openwakeword", second_look(WakeSettings(words=[word], engine="openwakeword",
+                                                           verify_classifier_thresholds=everywhere), models_dir))]
+        scored = {engine: eval_wake.Scored(word, {}, audio, *eval_wake.detect(audio, models_dir, engine, (word,)))
+                  for engine in {e for e, _ in sides}}
+        verdicts = []  # (end sample of an accepted hit, column)
+        for k, (engine, look) in enumerate(sides):
+            s = scored[engine]
+            for frame, w, score in s.hits:
+                if look is not None:
+                    context, recent = eval_wake.context(s, frame, w, look.look_ahead(w))
+                    if not look.check(w, score, context, recent).ok:
+                        continue
+                verdicts.append(((frame + 1) * FRAME_SAMPLES, k))
         for span, (lo, hi) in zip(spans, eval_wake.windows(spans), strict=True):
-            kept = [any(v[k] for end, v in verdicts if lo < end <= hi) for k in range(len(columns))]
+            kept = [any(lo < end <= hi for end, c in verdicts if c == k) for k in range(len(columns))]
             for key in (("condition", span["condition"]), ("source", span["source"]), ("word", word), ("all", "all")):
                 tally[key][0] += 1
                 for k, ok in enumerate(kept):
