@@ -216,6 +216,39 @@ def test_by_default_each_word_runs_on_the_engine_that_hears_it_best(models_dir: 
         assert any(alone.process(f) for f in frames) is wakes, engine
 
 
+def _reverberant(samples: np.ndarray, rt60: float, seed: int = 5) -> np.ndarray:
+    """``samples`` in a reverberant room: exponentially decaying noise as the impulse response."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rt60 * 16000)) / 16000
+    ir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
+    ir[0] = 1.0
+    wet = np.convolve(samples.astype(np.float64), ir / np.sqrt(np.sum(ir ** 2)))
+    return np.clip(wet, -32768, 32767).astype(np.int16)
+
+
+def test_microwakeword_overturns_a_classifier_refusal_of_a_phrase_it_hears(models_dir: Path) -> None:
+    """alexa's classifier, trained on synthesized voices, refuses many voices unlike them, most of all in
+    reverberation: "alexa, what time is it" (flite slt, RT60 0.6 s) is refused by it, heard by
+    microWakeWord's alexa over the same buffered audio, and kept. Silence is still refused, and
+    ``verify_witness = 0`` brings the refusal back."""
+    rng = np.random.default_rng(11)
+    audio = np.concatenate([_room(1.0, 30, rng), _reverberant(speak("alexa, what time is it", voice="slt",
+                                                                     engine="flite"), 0.6), _room(3.0, 30, rng)])
+    frames = audio[: len(audio) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
+    silence = np.zeros(32000, dtype=np.int16)
+    for witness, expected in ((0.5, "micro_agrees"), (0.0, "classifier_rejects")):
+        settings = WakeSettings(words=["alexa"], engine="openwakeword", verify_witness=witness)
+        detector = WakeDetector(settings, models_dir)
+        look = second_look(settings, models_dir, detector.plans)
+        verdicts = []
+        for i, frame in enumerate(frames):
+            for hit in detector.process(frame):
+                end = (i + 1 + look.look_ahead("alexa")) * FRAME_SAMPLES
+                verdicts.append(look.check("alexa", hit.score, audio[max(0, end - 32000):end], [hit.score]).reason)
+        assert verdicts == [expected], witness
+        assert look.check("alexa", 0.9, silence, [0.9, 0.8]).reason == "classifier_rejects"
+
+
 def test_both_keeps_a_wake_openwakeword_agrees_with_and_refuses_one_it_does_not(models_dir: Path) -> None:
     settings = WakeSettings(words=["hey_jarvis"], engine="both")
     detector = WakeDetector(settings, models_dir)

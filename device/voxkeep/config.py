@@ -101,6 +101,11 @@ class WakeSettings:
     verify_classifier_thresholds: dict[str, float] = field(default_factory=dict)
     """Per-word override of the classifier's tuned threshold (0-1, higher rejects more), e.g. { alexa = 0.7 };
     naming hey_jarvis or hey_mycroft here turns their classifier on (tuned: 0.27, 0.72)."""
+    verify_witness: float = 0.5
+    """When the classifier refuses an openWakeWord wake of a word microWakeWord also has (alexa by default), the
+    wake is kept if microWakeWord's model, run over the same buffered audio, scores this (0-1) or more: two
+    engines trained apart seldom share a mistake, and the classifier refuses voices unlike its training.
+    0 turns this off."""
     agree_micro_threshold: float = 0.7
     """engine "both": microWakeWord score that proposes a wake for openWakeWord to confirm (below the models' own
     cutoffs: the agreement removes the false ones; tuned on the TUNE split, docs/wake-engines.md)."""
@@ -411,7 +416,8 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "wake.threshold": (0.0, 1.0), "wake.thresholds.*": (0.0, 1.0), "wake.refractory_seconds": (0.0, 60.0),
     "wake.verify_frames_after": (0, 25), "wake.verify_peak": (0.0, 1.0), "wake.verify_sure": (0.0, 1.0),
     "wake.verify_peaks.*": (0.0, 1.0), "wake.verify_rescore": (0.0, 1.0),
-    "wake.verify_classifier_thresholds.*": (0.0, 1.0), "wake.agree_threshold": (0.0, 1.0), "wake.agree_frames": (1, 20),
+    "wake.verify_classifier_thresholds.*": (0.0, 1.0), "wake.verify_witness": (0.0, 1.0),
+    "wake.agree_threshold": (0.0, 1.0), "wake.agree_frames": (1, 20),
     "wake.agree_micro_threshold": (0.0, 1.0), "wake.cascade_threshold": (0.0, 1.0),
     "commands.max_seconds": (0.5, 30.0), "commands.silence_seconds": (0.08, 10.0),
     "commands.min_score": (-100.0, 0.0), "commands.delete_min_score": (-100.0, 0.0),

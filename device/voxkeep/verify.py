@@ -158,6 +158,10 @@ class WakeVerifier:
             # Wake models only for the re-score, i.e. for words without a classifier.
             self._models = {w: session(p) for w, p in resolved.items() if w in rescored}
 
+    def judges(self, word: str) -> bool:
+        """Whether a classifier judges ``word``'s wakes."""
+        return word in self._classifiers
+
     def look_ahead(self, word: str) -> int:
         """Frames to wait after a hit of ``word`` before ``check``: 0 when there is nothing to judge."""
         return self._look_ahead.get(word, 0)

@@ -62,8 +62,13 @@ recall on openWakeWord against 0.462 on microWakeWord (reverb 0.00 against 0.46,
 0.54), neither waking once in 2.2 h of real speech. hey_jarvis (0.658 against 0.410) and alexa (0.624 against
 0.573; docs/wake-engines.md) hear more on openWakeWord."""
 
+WITNESS_FRAMES = 9
+"""Frames at the end of the buffered audio where microWakeWord's score may overturn a classifier refusal: the
+look-ahead (2), the hit and the 6 before it, as microWakeWord crosses a little before or after openWakeWord."""
+
 REASONS = {
     "engines_disagree": "openWakeWord, run over the buffered audio, did not find the word microWakeWord heard",
+    "micro_agrees": "the classifier refused it, but microWakeWord, run over the buffered audio, heard the word",
     "no_second_look": "accepted on microWakeWord's own cutoff (engine microwakeword: no second look)",
 }
 """Verdict reasons this module adds to ``verify.REASONS``."""
@@ -248,22 +253,27 @@ class WakeDetector:
 
 
 class Agreement:
-    """openWakeWord's opinion of the buffered audio, for words microWakeWord streams (``both``).
+    """The other engine's opinion of the buffered audio: openWakeWord's for words microWakeWord streams
+    (``both``), microWakeWord's for classifier refusals of words openWakeWord streams (``wake.verify_witness``).
 
-    The engine is reset and fed the 2 s the daemon keeps, ending at the hit (``both`` words wait for no look-ahead):
-    the last frames' scores are then the streaming scores openWakeWord would have given (its score on a
-    frame depends on the 2 s before it). The hit is kept if any of the last ``agree_frames`` reaches
-    ``agree_threshold``: the two engines cross at slightly different moments of the same phrase.
+    The engine is reset and fed the 2 s the daemon keeps, ending ``look_ahead`` frames after the hit: the last
+    frames' scores are then the streaming scores that engine would have given (its score on a frame depends
+    on the 2 s before it). The hit is kept if any of the last ``frames`` reaches ``threshold``: the two
+    engines cross at slightly different moments of the same phrase.
     """
 
-    def __init__(self, plans: Sequence[WordPlan], settings: WakeSettings, models_dir: Path) -> None:
-        self._index = {p.name: k for k, p in enumerate(plans)}
-        self._engine = WakeEngine(*_feature_models(models_dir), [p.onnx for p in plans], gate=None)
-        self._threshold = settings.agree_threshold
-        self._frames = settings.agree_frames
+    def __init__(self, engine: WakeEngine | MicroEngine, words: Sequence[str], threshold: float,
+                 frames: int) -> None:
+        self._index = {w: k for k, w in enumerate(words)}
+        self._engine = engine
+        self._threshold = threshold
+        self._frames = frames
+
+    def __contains__(self, word: str) -> bool:
+        return word in self._index
 
     def score(self, word: str, audio: np.ndarray) -> float:
-        """openWakeWord's best score for ``word`` over the last ``agree_frames`` frames of ``audio``."""
+        """The engine's best score for ``word`` over the last ``frames`` frames of ``audio``."""
         k = self._index[word]
         frames = np.asarray(audio, dtype=np.int16)
         frames = frames[len(frames) % FRAME_SAMPLES:].reshape(-1, FRAME_SAMPLES)
@@ -275,8 +285,11 @@ class Agreement:
                 best = max(best, value)
         return best
 
+    def agrees(self, word: str, audio: np.ndarray) -> bool:
+        return self.score(word, audio) >= self._threshold
+
     def check(self, word: str, audio: np.ndarray) -> Verdict:
-        ok = self.score(word, audio) >= self._threshold
+        ok = self.agrees(word, audio)
         return Verdict(ok, "confirmed" if ok else "engines_disagree")
 
 
@@ -285,7 +298,8 @@ class SecondLook:
 
     - ``both`` words: ``Agreement`` (openWakeWord must agree with microWakeWord);
     - words openWakeWord streams: ``verify.WakeVerifier``, the shipped per-word classifier on openWakeWord's
-      embeddings of the buffered audio (or its re-score for custom ``.onnx`` words);
+      embeddings of the buffered audio (or its re-score for custom ``.onnx`` words); a classifier refusal of
+      a word microWakeWord also has is overturned if microWakeWord, run over the same audio, hears it;
     - words microWakeWord streams alone: none. Its model's own cutoff over a 150 ms mean is its check; the
       classifier, trained on where openWakeWord fires, refused two in five of microWakeWord's wakes on
       the REPORT split (docs/wake-engines.md), and loading onnxruntime for it would double the memory.
@@ -297,11 +311,26 @@ class SecondLook:
         # latency. openWakeWord words wait, so the look sees how the phrase ends, if it has anything to judge.
         agree = [p for p in plans if p.agree]
         checked = [p for p in plans if p.engine == OPENWAKEWORD]
-        self._agreement = Agreement(agree, settings, models_dir) if agree else None
+        self._agreement = (Agreement(WakeEngine(*_feature_models(models_dir), [p.onnx for p in agree], gate=None),
+                                     [p.name for p in agree], settings.agree_threshold, settings.agree_frames)
+                           if agree else None)
         self._verifier = (WakeVerifier(replace(settings, words=[p.spec for p in checked]), models_dir)
                           if checked else None)
+        self._witness = self._witness_for(checked, settings, models_dir)
         self._agree_words = {p.name for p in agree}
         self._checked = {p.name for p in checked}
+
+    def _witness_for(self, checked: Sequence[WordPlan], settings: WakeSettings, models_dir: Path) -> Agreement | None:
+        """microWakeWord's models of the classifier-judged bundled words it also has, or None."""
+        if settings.verify_witness <= 0 or self._verifier is None:
+            return None
+        micro = bundled_micro_words()
+        words = [p for p in checked if not is_path(p.spec) and p.name in micro and self._verifier.judges(p.name)]
+        if not words:
+            return None
+        models = [resolve_micro_word(p.name, models_dir)[1:] for p in words]
+        return Agreement(MicroEngine([m for m, _ in models], [fix for _, fix in models]), [p.name for p in words],
+                         settings.verify_witness, WITNESS_FRAMES)
 
     def look_ahead(self, word: str) -> int:
         """Frames the daemon waits after a hit of ``word`` before ``check``."""
@@ -314,7 +343,11 @@ class SecondLook:
         if word in self._agree_words and self._agreement is not None:
             return self._agreement.check(word, audio)
         if word in self._checked and self._verifier is not None:
-            return self._verifier.check(word, score, audio, scores)
+            verdict = self._verifier.check(word, score, audio, scores)
+            if (verdict.reason == "classifier_rejects" and self._witness is not None and word in self._witness
+                    and self._witness.agrees(word, audio)):
+                return Verdict(True, "micro_agrees")
+            return verdict
         return Verdict(True, "no_second_look")
 
 
