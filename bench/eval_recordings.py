@@ -19,7 +19,8 @@ REPORT split's impulse responses, babble and music), ``--seeds`` times with fres
 word play as one stream through the product's ``WakeDetector`` and second look, as in bench/eval_wake.py.
 Columns: bare openWakeWord (threshold 0.5), voxkeep's defaults (``wake.engine = "auto"``: hey_mycroft heard
 by microWakeWord; the default second look), and openWakeWord with the classifier on every word (each given
-its tuned threshold, as before it judged only the words that need it).
+its tuned threshold, as before it judged only the words that need it; with today's microWakeWord witness
+for its refusals, ``wake.verify_witness``).
 """
 
 from __future__ import annotations
