@@ -249,6 +249,28 @@ def test_microwakeword_overturns_a_classifier_refusal_of_a_phrase_it_hears(model
         assert look.check("alexa", 0.9, silence, [0.9, 0.8]).reason == "classifier_rejects"
 
 
+def test_without_microwakeword_files_the_default_falls_back_to_openwakeword(models_dir: Path, tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """An install that has only openWakeWord's models (or an altered microWakeWord file) still hears
+    hey_mycroft and alexa: "auto" runs hey_mycroft on openWakeWord and alexa's classifier judges alone, each
+    with a warning that names the file. Asking for microwakeword outright is still one clear error."""
+    only_oww = tmp_path / "models"
+    only_oww.mkdir()
+    for path in models_dir.iterdir():
+        if path.suffix != ".tflite":
+            shutil.copy(path, only_oww / path.name)
+    settings = WakeSettings(words=["hey_mycroft", "alexa"])
+    with caplog.at_level("WARNING", logger="voxkeep.wake"):
+        detector = WakeDetector(settings, only_oww)
+        look = second_look(settings, only_oww, detector.plans)
+    assert [p.engine for p in detector.plans] == ["openwakeword", "openwakeword"]
+    assert "hey_mycroft.tflite" in caplog.text and "witness" in caplog.text
+    silence = np.zeros(32000, dtype=np.int16)
+    assert look.check("alexa", 0.9, silence, [0.9, 0.8]).reason == "classifier_rejects"
+    with pytest.raises(ModelError, match="hey_mycroft.tflite"):
+        WakeDetector(WakeSettings(words=["hey_mycroft"], engine="microwakeword"), only_oww)
+
+
 def test_both_keeps_a_wake_openwakeword_agrees_with_and_refuses_one_it_does_not(models_dir: Path) -> None:
     settings = WakeSettings(words=["hey_jarvis"], engine="both")
     detector = WakeDetector(settings, models_dir)

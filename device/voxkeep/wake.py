@@ -136,9 +136,19 @@ def plan_words(settings: WakeSettings, models_dir: Path) -> list[WordPlan]:
         if not (has_oww or has_mww):
             known = ", ".join(sorted(set(oww_words) | set(mww_words)))
             raise ModelError(f"unknown wake word '{spec}'; use one of {known}, or a path to a .onnx or .tflite model")
-        engine, agree = _pick(name, settings.engines.get(name, settings.engine), has_oww, has_mww)
+        asked = settings.engines.get(name, settings.engine)
+        engine, agree = _pick(name, asked, has_oww, has_mww)
+        micro, fix = None, ""
+        if engine == MICROWAKEWORD:
+            try:
+                micro, fix = resolve_micro_word(spec, models_dir)[1:]
+            except ModelError as exc:
+                if asked != AUTO or not has_oww:
+                    raise
+                # "auto" only preferred microWakeWord: a missing or altered file must not leave the word unheard.
+                log.warning("wake word %s runs on openWakeWord: %s", name, exc)
+                engine = OPENWAKEWORD
         onnx = resolve_wake_word(spec, models_dir)[1] if engine == OPENWAKEWORD or agree else None
-        micro, fix = (resolve_micro_word(spec, models_dir)[1:] if engine == MICROWAKEWORD else (None, ""))
         default = (settings.agree_micro_threshold if agree else micro.cutoff if micro is not None
                    else settings.threshold)
         plans.append(WordPlan(name, spec, engine, settings.thresholds.get(name, default), onnx=onnx, micro=micro,
@@ -328,9 +338,16 @@ class SecondLook:
         words = [p for p in checked if not is_path(p.spec) and p.name in micro and self._verifier.judges(p.name)]
         if not words:
             return None
-        models = [resolve_micro_word(p.name, models_dir)[1:] for p in words]
-        return Agreement(MicroEngine([m for m, _ in models], [fix for _, fix in models]), [p.name for p in words],
-                         settings.verify_witness, WITNESS_FRAMES)
+        found = {}
+        for p in words:
+            try:
+                found[p.name] = resolve_micro_word(p.name, models_dir)[1:]
+            except ModelError as exc:  # the classifier alone still judges: fewer wakes, never more
+                log.warning("wake word %s: no microWakeWord witness for the classifier's refusals: %s", p.name, exc)
+        if not found:
+            return None
+        return Agreement(MicroEngine([m for m, _ in found.values()], [fix for _, fix in found.values()]),
+                         list(found), settings.verify_witness, WITNESS_FRAMES)
 
     def look_ahead(self, word: str) -> int:
         """Frames the daemon waits after a hit of ``word`` before ``check``."""
