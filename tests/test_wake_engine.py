@@ -267,7 +267,7 @@ def test_without_microwakeword_files_the_default_falls_back_to_openwakeword(mode
     assert "hey_mycroft.tflite" in caplog.text and "witness" in caplog.text
     silence = np.zeros(32000, dtype=np.int16)
     assert look.check("alexa", 0.9, silence, [0.9, 0.8]).reason == "classifier_rejects"
-    with pytest.raises(ModelError, match="hey_mycroft.tflite"):
+    with pytest.raises(ModelError, match=r"hey_mycroft\.tflite"):
         WakeDetector(WakeSettings(words=["hey_mycroft"], engine="microwakeword"), only_oww)
 
 
