@@ -146,8 +146,22 @@ class _Stream:
                                                        lib.TfLiteTensorCopyToBuffer)
         self.reset()
 
+    def restart(self) -> None:
+        """Start the streaming state over: a fresh interpreter on the model already in memory.
+
+        ``MicroWakeWord.reset`` would read the file again: disk work that the second look (on the audio loop)
+        must not wait for, and a file that may have changed since it was verified at start-up.
+        """
+        model, lib = self.model, self.model.lib
+        lib.TfLiteInterpreterDelete(model.interpreter)
+        model.interpreter = lib.TfLiteInterpreterCreate(model.model, None)
+        lib.TfLiteInterpreterAllocateTensors(model.interpreter)
+        model.input_tensor = lib.TfLiteInterpreterGetInputTensor(model.interpreter, 0)
+        model.output_tensor = lib.TfLiteInterpreterGetOutputTensor(model.interpreter, 0)
+        self.reset()
+
     def reset(self) -> None:
-        """Forget the rows and probabilities; call after the library reloaded the model (new tensors)."""
+        """Forget the rows and probabilities (after ``restart``, whose tensors are new)."""
         self._tensors = (self.model.input_tensor, self.model.interpreter, self.model.output_tensor)
         self._filled = 0  # feature rows waiting for the next inference
         self._seen = 0  # probabilities computed since the reset (the mean needs a full window)
@@ -234,11 +248,10 @@ class MicroEngine:
         return self.scores
 
     def reset(self) -> None:
-        """Forget all audio (the library reloads each model to clear its streaming state)."""
+        """Forget all audio: each model's streaming state starts over (``_Stream.restart``)."""
         self._features.reset()
         for stream in self._streams:
-            stream.model.reset()
-            stream.reset()
+            stream.restart()
         self._ring.fill(0)
         self._frame = self._fed = 0
         self._last_loud = -self.REPLAY_FRAMES - 1

@@ -327,7 +327,6 @@ class SecondLook:
         self._verifier = (WakeVerifier(replace(settings, words=[p.spec for p in checked]), models_dir)
                           if checked else None)
         self._witness = self._witness_for(checked, settings, models_dir)
-        self._agree_words = {p.name for p in agree}
         self._checked = {p.name for p in checked}
 
     def _witness_for(self, checked: Sequence[WordPlan], settings: WakeSettings, models_dir: Path) -> Agreement | None:
@@ -336,8 +335,6 @@ class SecondLook:
             return None
         micro = bundled_micro_words()
         words = [p for p in checked if not is_path(p.spec) and p.name in micro and self._verifier.judges(p.name)]
-        if not words:
-            return None
         found = {}
         for p in words:
             try:
@@ -357,7 +354,7 @@ class SecondLook:
 
     def check(self, word: str, score: float, audio: np.ndarray, scores: Sequence[float]) -> Verdict:
         """Judge a hit of ``word`` (same arguments as ``WakeVerifier.check``)."""
-        if word in self._agree_words and self._agreement is not None:
+        if self._agreement is not None and word in self._agreement:
             return self._agreement.check(word, audio)
         if word in self._checked and self._verifier is not None:
             verdict = self._verifier.check(word, score, audio, scores)
