@@ -103,15 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                                                            verify_classifier_thresholds=everywhere), models_dir))]
         scored = {engine: eval_wake.Scored(word, {}, audio, *eval_wake.detect(audio, models_dir, engine, (word,)))
                   for engine in {e for e, _ in sides}}
-        verdicts = []  # (end sample of an accepted hit, column)
-        for k, (engine, look) in enumerate(sides):
-            s = scored[engine]
-            for frame, w, score in s.hits:
-                if look is not None:
-                    context, recent = eval_wake.context(s, frame, w, look.look_ahead(w))
-                    if not look.check(w, score, context, recent).ok:
-                        continue
-                verdicts.append(((frame + 1) * FRAME_SAMPLES, k))
+        verdicts = [((frame + 1) * FRAME_SAMPLES, k)  # (end sample of an accepted hit, column)
+                    for k, (engine, look) in enumerate(sides) for frame, _, _ in eval_wake.judge(scored[engine], look)]
         for span, (lo, hi) in zip(spans, eval_wake.windows(spans), strict=True):
             kept = [any(lo < end <= hi for end, c in verdicts if c == k) for k in range(len(columns))]
             for key in (("condition", span["condition"]), ("source", span["source"]), ("word", word), ("all", "all")):

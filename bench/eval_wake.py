@@ -26,7 +26,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -41,6 +41,7 @@ from voxkeep.wake import WakeDetector
 
 WORDS = tuple(corpus.WAKE_PHRASES)
 RECALL_TAIL = SAMPLE_RATE  # a hit up to 1 s after the clip ends still belongs to it
+REFRACTORY_FRAMES = round(WakeSettings().refractory_seconds * SAMPLE_RATE / FRAME_SAMPLES)
 BAR_POINTS = 2.0
 """Issue 13: voxkeep's recall within this many points of bare openWakeWord in every condition and family."""
 BAR_FALSE_WAKES = 1.0
@@ -55,7 +56,9 @@ class Scored:
     meta: dict
     audio: np.ndarray
     scores: np.ndarray  # frames x len(WORDS)
-    hits: list[tuple[int, str, float]]  # (frame index, word, score)
+    hits: list[tuple[int, str, float]]  # (frame index, word, score): the threshold crossings, bare's wakes
+    faint: list[tuple[int, str, float]] = field(default_factory=list)
+    """Faint hits (``wake.witness_floor``): for the second look only, never a bare wake."""
 
 
 def _models_key(models_dir: Path) -> str:
@@ -117,20 +120,25 @@ def second_look(engine: str, words: tuple[str, ...], models_dir: Path, look: dic
     return daemon_look(settings, models_dir)
 
 
+Hit = tuple[int, str, float]
+"""(frame index, word, score)."""
+
+
 def detect(audio: np.ndarray, models_dir: Path, engine: str = "openwakeword",
-           words: tuple[str, ...] = corpus.CLASSIFIED) -> tuple[np.ndarray, list[tuple[int, str, float]]]:
-    """The product's WakeDetector over ``audio`` frame by frame: every frame's scores (columns = ``WORDS``)
-    and its hits (frame index, word, score)."""
-    detector = WakeDetector(settings_for(engine, words, verify=False), models_dir)
+           words: tuple[str, ...] = corpus.CLASSIFIED) -> tuple[np.ndarray, list[Hit], list[Hit]]:
+    """The product's WakeDetector over ``audio`` frame by frame (as the daemon runs it, second look on): every
+    frame's scores (columns = ``WORDS``), its hits, and its faint hits."""
+    detector = WakeDetector(settings_for(engine, words), models_dir)
     n = len(audio) // FRAME_SAMPLES
     scores = np.zeros((n, len(WORDS)), dtype=np.float32)
     cols = [WORDS.index(w) for w in words]
-    hits = []
+    hits: list[Hit] = []
+    faint: list[Hit] = []
     for i in range(n):
         for hit in detector.process(np.asarray(audio[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES])):
-            hits.append((i, hit.wake_word, hit.score))
+            (faint if hit.faint else hits).append((i, hit.wake_word, hit.score))
         scores[i, cols] = [detector.last_scores[w] for w in words]
-    return scores, hits
+    return scores, hits, faint
 
 
 def score_stream(path: Path, models_dir: Path, key: str, engine: str = "openwakeword",
@@ -140,16 +148,40 @@ def score_stream(path: Path, models_dir: Path, key: str, engine: str = "openwake
     audio = np.load(path, mmap_mode="r")
     # Keyed by the stream's mtime too: a rebuilt stream must never meet another stream's scores.
     tag = key if engine == "openwakeword" else f"{key}-{engine}-{'-'.join(words)}"
+    tag += f"-faint{WakeSettings().witness_floor:g}"  # the floor decides which faint hits there are
     cached = corpus.cache_dir() / "scores" / tag / path.parent.name / f"{path.stem}-{path.stat().st_mtime_ns}.npz"
     if cached.exists():
         data = np.load(cached)
-        hits = [(int(f), WORDS[int(w)], float(s)) for f, w, s in data["hits"]]
-        return Scored(path.stem, meta, audio, data["scores"], hits)
-    scores, hits = detect(audio, models_dir, engine, words)
+        hits, faint = ([(int(f), WORDS[int(w)], float(s)) for f, w, s in data[k]] for k in ("hits", "faint"))
+        return Scored(path.stem, meta, audio, data["scores"], hits, faint)
+    scores, hits, faint = detect(audio, models_dir, engine, words)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    packed = np.array([(f, WORDS.index(w), s) for f, w, s in hits], dtype=np.float64).reshape(-1, 3)
-    np.savez(cached, scores=scores, hits=packed)
-    return Scored(path.stem, meta, audio, scores, hits)
+    packed = {k: np.array([(f, WORDS.index(w), s) for f, w, s in v], dtype=np.float64).reshape(-1, 3)
+              for k, v in (("hits", hits), ("faint", faint))}
+    np.savez(cached, scores=scores, **packed)
+    return Scored(path.stem, meta, audio, scores, hits, faint)
+
+
+def judge(s: Scored, look: Look | None, on_check: Callable[[Hit, Verdict, float], None] | None = None) -> list[Hit]:
+    """The hits a column wakes on: bare (``look`` None) every threshold crossing; else every hit and faint hit
+    the second look accepts, less those within the refractory period of an accepted one of the same word (in
+    the daemon a faint wake's phrase crossing the threshold a moment later is that wake still scoring).
+    ``on_check(hit, verdict, cpu seconds)`` sees every verdict."""
+    if look is None:
+        return list(s.hits)
+    woke: list[Hit] = []
+    last: dict[str, int] = {}
+    for hit in sorted(s.hits + s.faint):
+        frame, word, score = hit
+        audio, scores = context(s, frame, word, look.look_ahead(word))
+        t0 = time.process_time()
+        verdict = look.check(word, score, audio, scores)
+        if on_check is not None:
+            on_check(hit, verdict, time.process_time() - t0)
+        if verdict.ok and frame - last.get(word, -REFRACTORY_FRAMES - 1) > REFRACTORY_FRAMES:
+            woke.append(hit)
+            last[word] = frame
+    return woke
 
 
 def context(s: Scored, frame: int, word: str, frames_after: int) -> tuple[np.ndarray, np.ndarray]:
@@ -217,28 +249,22 @@ def run_column(col: Column, streams: list[Path], models_dir: Path, key: str, cpu
         kind = s.meta["kind"]
         if kind == "wake" and s.meta.get("condition") != "home":
             continue  # the older mixed and rumbling sets train the verifier; the report reads home-* only
-        accepted = []
-        for frame, word, score in s.hits:
-            if col.verifier is None:
-                accepted.append(True)
-                continue
-            audio, scores = context(s, frame, word, col.verifier.look_ahead(word))
-            t0 = time.process_time()
-            verdict = col.verifier.check(word, score, audio, scores)
-            cpu_ms.append((time.process_time() - t0) * 1000)
-            accepted.append(verdict.ok)
-            log.append({"split": split, "column": col.name, "stream": s.name, "frame": frame, "word": word,
-                        "score": round(score, 3), "ok": verdict.ok, "reason": verdict.reason})
+
+        def checked(hit: Hit, verdict: Verdict, cpu: float, s: Scored = s, kind: str = kind) -> None:
+            cpu_ms.append(cpu * 1000)
+            log.append({"split": split, "column": col.name, "stream": s.name, "frame": hit[0], "word": hit[1],
+                        "score": round(hit[2], 3), "ok": verdict.ok, "reason": verdict.reason})
             if kind != "wake":
                 col.reasons[verdict.reason] = col.reasons.get(verdict.reason, 0) + 1
+
+        woke = judge(s, col.verifier, checked)
         if kind == "wake":
             word = s.meta["word"]
             if word not in col.words:
                 continue
-            ends = [((f + 1) * FRAME_SAMPLES, ok) for (f, w, _), ok in zip(s.hits, accepted, strict=True)
-                    if w == word]
+            ends = [(f + 1) * FRAME_SAMPLES for f, w, _ in woke if w == word]
             for span, (lo, hi) in zip(s.meta["spans"], windows(s.meta["spans"]), strict=True):
-                hit = any(ok for e, ok in ends if lo < e <= hi)
+                hit = any(lo < e <= hi for e in ends)
                 col.tally("all", "all", word, hit)
                 col.tally("condition", span["condition"], word, hit)
                 col.tally("family", span["family"], word, hit)
@@ -248,7 +274,7 @@ def run_column(col: Column, streams: list[Path], models_dir: Path, key: str, cpu
                 if span.get("pair"):
                     col.tally("pair", f"back-to-back, request {span['pair']}", word, hit)
             continue
-        n_ok = sum(ok for (_, w, _), ok in zip(s.hits, accepted, strict=True) if w in col.words)
+        n_ok = sum(w in col.words for _, w, _ in woke)
         if kind == "real":
             col.real_hours += len(s.audio) / SAMPLE_RATE / 3600
             col.real_false += n_ok
@@ -372,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify-sure", type=float, default=defaults.verify_sure,
                         help="wake.verify_sure to evaluate (a score held this high from the hit to the look skips "
                         "the classifier; 1.0 = never)")
+    parser.add_argument("--no-faint", action="store_true",
+                        help="evaluate with wake.witness_floor = 0 (faint rises never wake: the default before it)")
     parser.add_argument("--no-classifier", action="store_true",
                         help="evaluate with wake.verify_classifier = false (the re-score and peak alone)")
     args = parser.parse_args(argv)
@@ -380,9 +408,11 @@ def main(argv: list[str] | None = None) -> int:
     models_dir = default_models_dir()
     key = _models_key(models_dir)
     look = {"verify": True, "verify_peak": args.verify_peak, "verify_rescore": args.verify_rescore,
-            "verify_classifier": not args.no_classifier, "verify_sure": args.verify_sure}
+            "verify_classifier": not args.no_classifier, "verify_sure": args.verify_sure,
+            "witness_floor": 0.0 if args.no_faint else defaults.witness_floor}
     print(f"voxkeep = the second look with wake.verify_peak = {args.verify_peak}, verify_sure = {args.verify_sure}, "
-          f"verify_rescore = {args.verify_rescore}, verify_classifier = {not args.no_classifier}")
+          f"verify_rescore = {args.verify_rescore}, verify_classifier = {not args.no_classifier}, "
+          f"witness_floor = {look['witness_floor']}")
     cpu_ms: list[float] = []
     log: list[dict] = []
     splits = corpus.SPLITS if args.split == "both" else (args.split,)

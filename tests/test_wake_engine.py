@@ -439,3 +439,38 @@ def test_cascade_is_ignored_with_a_warning_for_a_word_microwakeword_lacks(models
     detector = WakeDetector(WakeSettings(words=["hey_jarvis", "hey_marvin"], cascade_threshold=0.01), models_dir)
     assert isinstance(detector._oww.gate, EnergyGate)
     assert "microWakeWord has no model for hey_marvin" in caplog.text
+
+
+def test_a_faint_wake_that_microwakeword_also_hears_wakes_and_a_faint_rise_alone_does_not(
+        tmp_path: Path, models_dir: Path) -> None:
+    """The default word in a reverberant room (flite awb, RT60 0.6 s): openWakeWord's score only reaches about
+    0.4, so bare it never wakes; microWakeWord's hey_jarvis, run over the same buffered audio, hears the word,
+    and voxkeep wakes (``wake.witness_floor``, on by default). With the floor at 0 it stays asleep, as before.
+    A faint rise that microWakeWord does not hear (silence, a near miss) is refused."""
+    rng = np.random.default_rng(11)
+    audio = np.concatenate([_room(1.0, 30, rng), _reverberant(speak("hey jarvis, what time is it", voice="awb",
+                                                                     engine="flite"), 0.6), _room(3.0, 30, rng)])
+    frames = audio[: len(audio) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
+    bare = WakeDetector(WakeSettings(words=["hey_jarvis"], verify=False), models_dir)
+    peak = 0.0
+    for frame in frames:
+        assert not bare.process(frame), "this phrase must be one bare openWakeWord misses"
+        peak = max(peak, bare.last_scores["hey_jarvis"])
+    assert 0.1 < peak < 0.5
+
+    wakes = _wakes(tmp_path, models_dir, audio)
+    assert [(e["type"], e["wake_word"]) for e in wakes] == [("wake", "hey_jarvis")]
+    assert 1.0 < wakes[0]["t"] < 1.0 + len(speak("hey jarvis", voice="awb", engine="flite")) / SAMPLE_RATE + 1.0
+    off = tmp_path / "off"
+    off.mkdir()
+    (off / "floor.toml").write_text("[wake]\nwitness_floor = 0\n")
+    assert _wakes(off, models_dir, audio, "--config", str(off / "floor.toml")) == []
+    (off / "own.toml").write_text("[wake]\nthresholds = { hey_jarvis = 0.45 }\n")  # a bar the owner set is kept
+    assert _wakes(off, models_dir, audio, "--config", str(off / "own.toml"), "--state-dir", str(off / "s2")) == []
+
+    settings = WakeSettings(words=["hey_jarvis"])
+    look = second_look(settings, models_dir)
+    near_miss = np.concatenate([_room(1.0, 30, rng), speak("hey jasper, a jar of jam is on the shelf"),
+                                _room(1.0, 30, rng)])[-32000:]
+    for quiet in (np.zeros(32000, dtype=np.int16), _room(2.0, 30, rng), near_miss):
+        assert look.check("hey_jarvis", 0.4, quiet, [0.4]).reason == "faint_unconfirmed"

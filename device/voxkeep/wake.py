@@ -15,6 +15,10 @@ streams on one engine (``wake.engine``, per word ``wake.engines``):
 With ``wake.cascade_threshold`` above 0, microWakeWord's models of the openWakeWord words open openWakeWord's
 gate instead of the energy of the room (``CascadeGate``): openWakeWord still decides, on its own scores.
 
+A word both engines have that streams on openWakeWord (hey_jarvis, alexa) also wakes on a faint rise: a score
+that peaks between ``wake.witness_floor`` and its threshold is a weak hit, a wake only if microWakeWord, run
+over the buffered audio, hears the word too (``SecondLook``).
+
 A word only one engine has (okay_nabu: microWakeWord; hey_marvin, timer, weather: openWakeWord) runs on
 that engine whatever is asked. Scores are 0-1 either way; the threshold of a microWakeWord word defaults
 to its model's own ``probability_cutoff`` (openWakeWord words: ``wake.threshold``), ``wake.thresholds``
@@ -69,6 +73,9 @@ look-ahead (2), the hit and the 6 before it, as microWakeWord crosses a little b
 REASONS = {
     "engines_disagree": "openWakeWord, run over the buffered audio, did not find the word microWakeWord heard",
     "micro_agrees": "the classifier refused it, but microWakeWord, run over the buffered audio, heard the word",
+    "faint_micro_agrees": "openWakeWord's score only rose to wake.witness_floor, and microWakeWord, run over the "
+                          "buffered audio, heard the word",
+    "faint_unconfirmed": "openWakeWord's score stayed below the threshold and microWakeWord did not hear the word",
     "no_second_look": "accepted on microWakeWord's own cutoff (engine microwakeword: no second look)",
 }
 """Verdict reasons this module adds to ``verify.REASONS``."""
@@ -80,6 +87,8 @@ class WakeHit:
 
     wake_word: str
     score: float
+    faint: bool = False
+    """The score peaked between the word's ``floor`` and its threshold: a wake only if the witness agrees."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,11 @@ class WordPlan:
     micro_fix: str = ""
     agree: bool = False
     """``both``: openWakeWord must agree with each microWakeWord hit."""
+    witness: tuple[MicroModel, str] | None = None
+    """microWakeWord's model of an openWakeWord word (and its fix line), to judge what openWakeWord is unsure of:
+    faint rises, and for alexa the classifier's refusals (``SecondLook``)."""
+    floor: float = 0.0
+    """With a witness: a score peaking between this and ``threshold`` is a faint hit (0: none)."""
 
 
 def _pick(name: str, asked: str, has_oww: bool, has_mww: bool) -> tuple[str, bool]:
@@ -151,8 +165,15 @@ def plan_words(settings: WakeSettings, models_dir: Path) -> list[WordPlan]:
         onnx = resolve_wake_word(spec, models_dir)[1] if engine == OPENWAKEWORD or agree else None
         default = (settings.agree_micro_threshold if agree else micro.cutoff if micro is not None
                    else settings.threshold)
-        plans.append(WordPlan(name, spec, engine, settings.thresholds.get(name, default), onnx=onnx, micro=micro,
-                              micro_fix=fix, agree=agree))
+        threshold = settings.thresholds.get(name, default)
+        witness = _witness(name, spec, models_dir) if (
+            engine == OPENWAKEWORD and has_mww and settings.verify and settings.verify_witness > 0) else None
+        # A threshold the owner set (for this word or all) is theirs to keep: no faint wakes below it.
+        own = name in settings.thresholds or settings.threshold != WakeSettings.threshold
+        faint = witness is not None and not own and settings.witness_floor < threshold
+        floor = settings.witness_floor if faint else 0.0
+        plans.append(WordPlan(name, spec, engine, threshold, onnx=onnx, micro=micro, micro_fix=fix, agree=agree,
+                              witness=witness, floor=floor))
     names = [p.name for p in plans]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -162,6 +183,17 @@ def plan_words(settings: WakeSettings, models_dir: Path) -> list[WordPlan]:
         if unknown:
             log.warning("%s given for wake words that are not enabled: %s", what, ", ".join(sorted(unknown)))
     return plans
+
+
+def _witness(name: str, spec: str, models_dir: Path) -> tuple[MicroModel, str] | None:
+    """microWakeWord's verified model of a bundled word, or None (logged): without it openWakeWord's own
+    threshold and the classifier alone decide, so the word wakes less, never more."""
+    try:
+        return resolve_micro_word(spec, models_dir)[1:]
+    except ModelError as exc:
+        log.warning("wake word %s: no microWakeWord witness (faint wakes and classifier refusals stay refused): %s",
+                    name, exc)
+        return None
 
 
 def _feature_models(models_dir: Path) -> tuple[Path, Path]:
@@ -229,6 +261,11 @@ class WakeDetector:
             self._mww = MicroEngine([p.micro for p in micro], [p.micro_fix for p in micro],
                                     gate=EnergyGate() if gate else None)
         self._scores = np.zeros(len(self.plans), dtype=np.float32)
+        self._floors = [p.floor for p in self.plans]
+        self._rise = [0.0] * len(self.plans)
+        """Per word, the highest score of the current faint rise (since it passed the floor); 0 while none."""
+        self._reported = [0.0] * len(self.plans)
+        """Per word, the highest peak of the current rise already given as a faint hit."""
         self._refractory_frames = round(settings.refractory_seconds * SAMPLE_RATE / FRAME_SAMPLES)
         self._quiet_until = [-1] * len(self.plans)
         self._frame = 0
@@ -244,10 +281,34 @@ class WakeDetector:
         for k, word in enumerate(self.words):
             value = float(self._scores[k])
             self.last_scores[word] = value
-            if value >= self._thresholds[k] and self._frame > self._quiet_until[k]:
+            if self._frame <= self._quiet_until[k]:
+                self._rise[k] = self._reported[k] = 0.0
+            elif value >= self._thresholds[k]:
                 self._quiet_until[k] = self._frame + self._refractory_frames
+                self._rise[k] = self._reported[k] = 0.0
                 hits.append(WakeHit(word, value))
+            elif self._floors[k] > 0:
+                hits += self._faint(k, value)
         self._frame += 1
+        return hits
+
+    def _faint(self, k: int, value: float) -> list[WakeHit]:
+        """A faint hit on the first frame after word ``k``'s score turns down from a peak between its floor and
+        threshold that is higher than any given for this rise yet.
+
+        Reported once the score turns, so the witness hears the phrase so far; a higher peak later in the same
+        rise is judged again (a wobble on the way up must not use up the rise). It spends no refractory period,
+        so a score that then climbs to the threshold after all is still a wake of its own.
+        """
+        hits = []
+        peak = self._rise[k]
+        if value < peak and peak > self._reported[k]:
+            hits.append(WakeHit(self.words[k], peak, faint=True))
+            self._reported[k] = peak
+        if value < self._floors[k]:
+            self._rise[k] = self._reported[k] = 0.0
+        else:
+            self._rise[k] = max(peak, value)
         return hits
 
     def reset(self) -> None:
@@ -309,7 +370,8 @@ class SecondLook:
     - ``both`` words: ``Agreement`` (openWakeWord must agree with microWakeWord);
     - words openWakeWord streams: ``verify.WakeVerifier``, the shipped per-word classifier on openWakeWord's
       embeddings of the buffered audio (or its re-score for custom ``.onnx`` words); a classifier refusal of
-      a word microWakeWord also has is overturned if microWakeWord, run over the same audio, hears it;
+      a word microWakeWord also has is overturned if microWakeWord, run over the same audio, hears it, and a
+      faint hit of such a word (``WakeDetector._faint``) is judged by microWakeWord alone;
     - words microWakeWord streams alone: none. Its model's own cutoff over a 150 ms mean is its check; the
       classifier, trained on where openWakeWord fires, refused two in five of microWakeWord's wakes on
       the REPORT split (docs/wake-engines.md), and loading onnxruntime for it would double the memory.
@@ -326,25 +388,16 @@ class SecondLook:
                            if agree else None)
         self._verifier = (WakeVerifier(replace(settings, words=[p.spec for p in checked]), models_dir)
                           if checked else None)
-        self._witness = self._witness_for(checked, settings, models_dir)
+        # plan_words gives a witness only to openWakeWord words, and only with verify_witness above 0.
+        witnessed = [p for p in checked if p.witness is not None]
+        self._witness = (Agreement(MicroEngine([p.witness[0] for p in witnessed], [p.witness[1] for p in witnessed]),
+                                   [p.name for p in witnessed], settings.verify_witness, WITNESS_FRAMES)
+                         if witnessed and self._verifier is not None else None)
         self._checked = {p.name for p in checked}
-
-    def _witness_for(self, checked: Sequence[WordPlan], settings: WakeSettings, models_dir: Path) -> Agreement | None:
-        """microWakeWord's models of the classifier-judged bundled words it also has, or None."""
-        if settings.verify_witness <= 0 or self._verifier is None:
-            return None
-        micro = bundled_micro_words()
-        words = [p for p in checked if not is_path(p.spec) and p.name in micro and self._verifier.judges(p.name)]
-        found = {}
-        for p in words:
-            try:
-                found[p.name] = resolve_micro_word(p.name, models_dir)[1:]
-            except ModelError as exc:  # the classifier alone still judges: fewer wakes, never more
-                log.warning("wake word %s: no microWakeWord witness for the classifier's refusals: %s", p.name, exc)
-        if not found:
-            return None
-        return Agreement(MicroEngine([m for m, _ in found.values()], [fix for _, fix in found.values()]),
-                         list(found), settings.verify_witness, WITNESS_FRAMES)
+        self._thresholds = {p.name: p.threshold for p in checked}
+        """Below its word's threshold a hit is faint (``WakeDetector._faint``)."""
+        self._faint = {p.name for p in checked if p.floor > 0 and p.name in (self._witness or ())}
+        """Words whose faint hits the witness judges; any other faint hit is refused."""
 
     def look_ahead(self, word: str) -> int:
         """Frames the daemon waits after a hit of ``word`` before ``check``."""
@@ -356,6 +409,11 @@ class SecondLook:
         """Judge a hit of ``word`` (same arguments as ``WakeVerifier.check``)."""
         if self._agreement is not None and word in self._agreement:
             return self._agreement.check(word, audio)
+        if score < self._thresholds.get(word, 0.0):
+            # A faint hit: openWakeWord alone is unsure, so microWakeWord's opinion decides (not the classifier,
+            # which was tuned on wakes above the threshold).
+            ok = word in self._faint and self._witness is not None and self._witness.agrees(word, audio)
+            return Verdict(ok, "faint_micro_agrees" if ok else "faint_unconfirmed")
         if word in self._checked and self._verifier is not None:
             verdict = self._verifier.check(word, score, audio, scores)
             if (verdict.reason == "classifier_rejects" and self._witness is not None and word in self._witness
