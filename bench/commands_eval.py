@@ -7,8 +7,8 @@ Each request is a wake phrase and a command (or a confusable sentence) in one vo
 (bench/corpus.py's voices and rooms: clean, brown or pink noise at 10 and 20 dB SNR, a simulated
 reverberant room), with ``alexa``, ``hey_jarvis`` or a custom wake word (a model given by path, as a
 user's own would be). All requests of a wake word play as one stream through the real ``Daemon``: its
-wake detector (bare threshold, no second look: the figures are "given a wake"), its endpointer and its
-command window; the recogniser then scores the exact window the utterance worker would hand it. So a
+wake detector and second look as shipped (faint wakes included; the figures are "given a wake"), its
+endpointer and its command window; the recogniser then scores the exact window the utterance worker would hand it. So a
 cause in the loop (a window cut short, a clipped onset, state carried from one request to the next)
 shows here as it would on a speaker.
 
@@ -56,7 +56,7 @@ from voxkeep.config import CommandSettings, load_settings
 from voxkeep.daemon import Daemon
 from voxkeep.privacy import PrivacyState
 from voxkeep.testing.speech import write_wav
-from voxkeep.wake import WakeDetector
+from voxkeep.wake import WakeDetector, second_look
 
 CONFUSABLE = {
     "tune": (
@@ -187,14 +187,16 @@ class _Collector:
 
 
 def play(stream: np.ndarray, wake_spec: str, models: Path, tmp: Path) -> list[Utterance]:
-    """Every utterance the daemon's loop captures in ``stream`` (no second look: given a wake)."""
-    settings = load_settings(None, {"state_dir": str(tmp / "state"), "wake": {"words": [wake_spec], "verify": False}})
+    """Every utterance the daemon's loop captures in ``stream``, woken as the daemon wakes by default (its
+    second look, faint wakes included): the figures are "given a wake" of the product as shipped."""
+    settings = load_settings(None, {"state_dir": str(tmp / "state"), "wake": {"words": [wake_spec]}})
     (tmp / "state").mkdir(mode=0o700, exist_ok=True)
     wav = write_wav(tmp / "stream.wav", stream)
     collector = _Collector()
     privacy = PrivacyState(tmp / "state" / "privacy.json")
-    daemon = Daemon(settings, WavFileSource(wav), WakeDetector(settings.wake, models), privacy,
-                    EventBus(live=False), collector, stop=threading.Event())  # type: ignore[arg-type]
+    detector = WakeDetector(settings.wake, models)
+    daemon = Daemon(settings, WavFileSource(wav), detector, privacy, EventBus(live=False), collector,  # type: ignore[arg-type]
+                    verifier=second_look(settings.wake, models, detector.plans), stop=threading.Event())
     daemon.run()
     return collector.utterances
 

@@ -58,7 +58,7 @@ class Scored:
     scores: np.ndarray  # frames x len(WORDS)
     hits: list[tuple[int, str, float]]  # (frame index, word, score): the threshold crossings, bare's wakes
     faint: list[tuple[int, str, float]] = field(default_factory=list)
-    """Faint hits (``wake.witness_floor``): for the second look only, never a bare wake."""
+    """Faint hits (``wake.faint_floor``): for the second look only, never a bare wake."""
 
 
 def _models_key(models_dir: Path) -> str:
@@ -148,7 +148,7 @@ def score_stream(path: Path, models_dir: Path, key: str, engine: str = "openwake
     audio = np.load(path, mmap_mode="r")
     # Keyed by the stream's mtime too: a rebuilt stream must never meet another stream's scores.
     tag = key if engine == "openwakeword" else f"{key}-{engine}-{'-'.join(words)}"
-    tag += f"-faint{WakeSettings().witness_floor:g}"  # the floor decides which faint hits there are
+    tag += f"-faint{WakeSettings().faint_floor:g}"  # the floor decides which faint hits there are
     cached = corpus.cache_dir() / "scores" / tag / path.parent.name / f"{path.stem}-{path.stat().st_mtime_ns}.npz"
     if cached.exists():
         data = np.load(cached)
@@ -209,6 +209,8 @@ class Column:
     engine: str
     verifier: Look | None
     words: tuple[str, ...]
+    counted: tuple[str, ...] = ()
+    """The words whose phrases and false wakes are counted (``--words``; default: all of ``words``)."""
     recall: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
     """(axis, value, word) -> [phrases, recalled]; axes: condition, family, word, pair, detail, all."""
     real_hours: float = 0.0
@@ -245,10 +247,11 @@ def windows(spans: list[dict]) -> list[tuple[int, int]]:
 def run_column(col: Column, streams: list[Path], models_dir: Path, key: str, cpu_ms: list[float],
                log: list[dict], split: str) -> None:
     for path in streams:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        if meta["kind"] == "wake" and meta.get("condition") != "home":
+            continue  # the older mixed and rumbling sets train the verifier; the report reads home-* only
         s = score_stream(path, models_dir, key, col.engine, col.words)
         kind = s.meta["kind"]
-        if kind == "wake" and s.meta.get("condition") != "home":
-            continue  # the older mixed and rumbling sets train the verifier; the report reads home-* only
 
         def checked(hit: Hit, verdict: Verdict, cpu: float, s: Scored = s, kind: str = kind) -> None:
             cpu_ms.append(cpu * 1000)
@@ -260,7 +263,7 @@ def run_column(col: Column, streams: list[Path], models_dir: Path, key: str, cpu
         woke = judge(s, col.verifier, checked)
         if kind == "wake":
             word = s.meta["word"]
-            if word not in col.words:
+            if word not in (col.counted or col.words):
                 continue
             ends = [(f + 1) * FRAME_SAMPLES for f, w, _ in woke if w == word]
             for span, (lo, hi) in zip(s.meta["spans"], windows(s.meta["spans"]), strict=True):
@@ -274,7 +277,7 @@ def run_column(col: Column, streams: list[Path], models_dir: Path, key: str, cpu
                 if span.get("pair"):
                     col.tally("pair", f"back-to-back, request {span['pair']}", word, hit)
             continue
-        n_ok = sum(w in col.words for _, w, _ in woke)
+        n_ok = sum(w in (col.counted or col.words) for _, w, _ in woke)
         if kind == "real":
             col.real_hours += len(s.audio) / SAMPLE_RATE / 3600
             col.real_false += n_ok
@@ -354,10 +357,10 @@ def cascade_lines(columns: list[Column]) -> list[str]:
 def report(split: str, columns: list[Column]) -> None:
     c0 = columns[0]
     label = "REPORT split (never tuned on)" if split == "report" else "TUNE split (the verifier is tuned here)"
-    print(f"\n== {label}: {c0.counts('all', 'all')[0]} wake phrases per column's four words (home-* streams), "
+    print(f"\n== {label}: {c0.counts('all', 'all')[0]} wake phrases per column (home-* streams), "
           f"{c0.real_hours:.2f} h of real speech")
     for c in columns:
-        print(f"   {c.name}: {', '.join(c.words)}")
+        print(f"   {c.name}: {', '.join(c.counted or c.words)}")
     print()
     for axis, values, title in (
             ("condition", list(corpus.CONDITIONS), "condition"),
@@ -398,8 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify-sure", type=float, default=defaults.verify_sure,
                         help="wake.verify_sure to evaluate (a score held this high from the hit to the look skips "
                         "the classifier; 1.0 = never)")
+    parser.add_argument("--words", nargs="+", choices=corpus.CLASSIFIED,
+                        help="count only these words' phrases and false wakes (e.g. hey_jarvis, the default word)")
     parser.add_argument("--no-faint", action="store_true",
-                        help="evaluate with wake.witness_floor = 0 (faint rises never wake: the default before it)")
+                        help="evaluate with wake.faint_floor = 0 (faint rises never wake: the default before it)")
     parser.add_argument("--no-classifier", action="store_true",
                         help="evaluate with wake.verify_classifier = false (the re-score and peak alone)")
     args = parser.parse_args(argv)
@@ -409,10 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     key = _models_key(models_dir)
     look = {"verify": True, "verify_peak": args.verify_peak, "verify_rescore": args.verify_rescore,
             "verify_classifier": not args.no_classifier, "verify_sure": args.verify_sure,
-            "witness_floor": 0.0 if args.no_faint else defaults.witness_floor}
+            "faint_floor": 0.0 if args.no_faint else defaults.faint_floor}
     print(f"voxkeep = the second look with wake.verify_peak = {args.verify_peak}, verify_sure = {args.verify_sure}, "
           f"verify_rescore = {args.verify_rescore}, verify_classifier = {not args.no_classifier}, "
-          f"witness_floor = {look['witness_floor']}")
+          f"faint_floor = {look['faint_floor']}")
     cpu_ms: list[float] = []
     log: list[dict] = []
     splits = corpus.SPLITS if args.split == "both" else (args.split,)
@@ -422,12 +427,14 @@ def main(argv: list[str] | None = None) -> int:
         cascade = [f"{CASCADE}{args.cascade:g}"] if args.cascade else []
         for engine in [*(args.engines or engines()), *cascade]:
             words = engine_words(engine, models_dir)
+            counted = tuple(w for w in words if w in args.words) if args.words else ()
             prefix = {"auto": "auto (default)", "openwakeword": "openWakeWord", "microwakeword": "microWakeWord",
                       "both": "both"}.get(
                 engine, f"openWakeWord {engine.replace('@', ' ')}")
             if engine != "both":  # "both" streams microWakeWord: its bare hits are that column's
-                columns.append(Column(f"bare {prefix}", engine, None, words))
-            columns.append(Column(f"voxkeep {prefix}", engine, second_look(engine, words, models_dir, look), words))
+                columns.append(Column(f"bare {prefix}", engine, None, words, counted))
+            columns.append(Column(f"voxkeep {prefix}", engine, second_look(engine, words, models_dir, look), words,
+                                  counted))
         for col in columns:
             run_column(col, streams, models_dir, key, cpu_ms, log, split)
         report(split, columns)

@@ -445,7 +445,7 @@ def test_a_faint_wake_that_microwakeword_also_hears_wakes_and_a_faint_rise_alone
         tmp_path: Path, models_dir: Path) -> None:
     """The default word in a reverberant room (flite awb, RT60 0.6 s): openWakeWord's score only reaches about
     0.4, so bare it never wakes; microWakeWord's hey_jarvis, run over the same buffered audio, hears the word,
-    and voxkeep wakes (``wake.witness_floor``, on by default). With the floor at 0 it stays asleep, as before.
+    and voxkeep wakes (``wake.faint_floor``, on by default). With the floor at 0 it stays asleep, as before.
     A faint rise that microWakeWord does not hear (silence, a near miss) is refused."""
     rng = np.random.default_rng(11)
     audio = np.concatenate([_room(1.0, 30, rng), _reverberant(speak("hey jarvis, what time is it", voice="awb",
@@ -463,7 +463,7 @@ def test_a_faint_wake_that_microwakeword_also_hears_wakes_and_a_faint_rise_alone
     assert 1.0 < wakes[0]["t"] < 1.0 + len(speak("hey jarvis", voice="awb", engine="flite")) / SAMPLE_RATE + 1.0
     off = tmp_path / "off"
     off.mkdir()
-    (off / "floor.toml").write_text("[wake]\nwitness_floor = 0\n")
+    (off / "floor.toml").write_text("[wake]\nfaint_floor = 0\n")
     assert _wakes(off, models_dir, audio, "--config", str(off / "floor.toml")) == []
     (off / "own.toml").write_text("[wake]\nthresholds = { hey_jarvis = 0.45 }\n")  # a bar the owner set is kept
     assert _wakes(off, models_dir, audio, "--config", str(off / "own.toml"), "--state-dir", str(off / "s2")) == []

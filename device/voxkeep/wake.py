@@ -16,8 +16,8 @@ With ``wake.cascade_threshold`` above 0, microWakeWord's models of the openWakeW
 gate instead of the energy of the room (``CascadeGate``): openWakeWord still decides, on its own scores.
 
 A word both engines have that streams on openWakeWord (hey_jarvis, alexa) also wakes on a faint rise: a score
-that peaks between ``wake.witness_floor`` and its threshold is a weak hit, a wake only if microWakeWord, run
-over the buffered audio, hears the word too (``SecondLook``).
+that peaks between ``wake.faint_floor`` and its threshold is a faint hit, a wake only if microWakeWord, run
+over the buffered audio, is sure of the word too (``wake.faint_witness``, ``SecondLook``).
 
 A word only one engine has (okay_nabu: microWakeWord; hey_marvin, timer, weather: openWakeWord) runs on
 that engine whatever is asked. Scores are 0-1 either way; the threshold of a microWakeWord word defaults
@@ -73,8 +73,8 @@ look-ahead (2), the hit and the 6 before it, as microWakeWord crosses a little b
 REASONS = {
     "engines_disagree": "openWakeWord, run over the buffered audio, did not find the word microWakeWord heard",
     "micro_agrees": "the classifier refused it, but microWakeWord, run over the buffered audio, heard the word",
-    "faint_micro_agrees": "openWakeWord's score only rose to wake.witness_floor, and microWakeWord, run over the "
-                          "buffered audio, heard the word",
+    "faint_micro_agrees": "openWakeWord's score only rose to wake.faint_floor, and microWakeWord, run over the "
+                          "buffered audio, was sure of the word (wake.faint_witness)",
     "faint_unconfirmed": "openWakeWord's score stayed below the threshold and microWakeWord did not hear the word",
     "no_second_look": "accepted on microWakeWord's own cutoff (engine microwakeword: no second look)",
 }
@@ -170,8 +170,8 @@ def plan_words(settings: WakeSettings, models_dir: Path) -> list[WordPlan]:
             engine == OPENWAKEWORD and has_mww and settings.verify and settings.verify_witness > 0) else None
         # A threshold the owner set (for this word or all) is theirs to keep: no faint wakes below it.
         own = name in settings.thresholds or settings.threshold != WakeSettings.threshold
-        faint = witness is not None and not own and settings.witness_floor < threshold
-        floor = settings.witness_floor if faint else 0.0
+        faint = witness is not None and not own and settings.faint_floor < threshold
+        floor = settings.faint_floor if faint else 0.0
         plans.append(WordPlan(name, spec, engine, threshold, onnx=onnx, micro=micro, micro_fix=fix, agree=agree,
                               witness=witness, floor=floor))
     names = [p.name for p in plans]
@@ -393,6 +393,7 @@ class SecondLook:
         self._witness = (Agreement(MicroEngine([p.witness[0] for p in witnessed], [p.witness[1] for p in witnessed]),
                                    [p.name for p in witnessed], settings.verify_witness, WITNESS_FRAMES)
                          if witnessed and self._verifier is not None else None)
+        self._faint_witness = settings.faint_witness
         self._checked = {p.name for p in checked}
         self._thresholds = {p.name: p.threshold for p in checked}
         """Below its word's threshold a hit is faint (``WakeDetector._faint``)."""
@@ -412,7 +413,8 @@ class SecondLook:
         if score < self._thresholds.get(word, 0.0):
             # A faint hit: openWakeWord alone is unsure, so microWakeWord's opinion decides (not the classifier,
             # which was tuned on wakes above the threshold).
-            ok = word in self._faint and self._witness is not None and self._witness.agrees(word, audio)
+            ok = (word in self._faint and self._witness is not None
+                  and self._witness.score(word, audio) >= self._faint_witness)
             return Verdict(ok, "faint_micro_agrees" if ok else "faint_unconfirmed")
         if word in self._checked and self._verifier is not None:
             verdict = self._verifier.check(word, score, audio, scores)
