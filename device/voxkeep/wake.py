@@ -388,11 +388,13 @@ class SecondLook:
                            if agree else None)
         self._verifier = (WakeVerifier(replace(settings, words=[p.spec for p in checked]), models_dir)
                           if checked else None)
-        # plan_words gives a witness only to openWakeWord words, and only with verify_witness above 0.
-        witnessed = [p for p in checked if p.witness is not None]
+        # plan_words gives a witness only to openWakeWord words, and only with verify_witness above 0; it is
+        # loaded where it has something to judge: faint rises, or the refusals of a word's classifier.
+        witnessed = [p for p in checked if p.witness is not None and self._verifier is not None
+                     and (p.floor > 0 or self._verifier.judges(p.name))]
         self._witness = (Agreement(MicroEngine([p.witness[0] for p in witnessed], [p.witness[1] for p in witnessed]),
                                    [p.name for p in witnessed], settings.verify_witness, WITNESS_FRAMES)
-                         if witnessed and self._verifier is not None else None)
+                         if witnessed else None)
         self._faint_witness = settings.faint_witness
         self._checked = {p.name for p in checked}
         self._thresholds = {p.name: p.threshold for p in checked}
