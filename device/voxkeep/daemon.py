@@ -298,6 +298,8 @@ class Daemon:
             if not verdict.ok:
                 reason = str(verdict.reason)
         if reason:
+            if hit.faint:
+                return False  # a faint rise nobody confirmed was never a wake: nothing to report
             self.stats.rejected += 1
             self.bus.publish(WakeRejected(t=t, wake_word=hit.wake_word, score=round(hit.score, 4), reason=reason))
             return False
