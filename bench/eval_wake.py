@@ -7,10 +7,11 @@
 Why one pass serves every column: the daemon runs ``WakeDetector`` (threshold 0.5, refractory 2 s) and
 hands every hit to ``WakeVerifier.check`` with the last 2 s of audio and 25 frames of that word's scores.
 A rejected hit still spends the detector's refractory period, exactly as in the daemon, so "bare" is the
-detector's hits and "voxkeep" is the subset the verifier accepts. Per-frame scores and hits are cached per
-stream and engine in the eval cache (keyed by the models' checksums), so re-running after a verifier change
-costs only the checks. With a second wake engine installed (``wake.engine``), each engine setting gets its
-own bare and voxkeep columns in the same run.
+detector's hits and "voxkeep" is the subset the verifier accepts, plus the faint hits (a score peaking between
+``wake.faint_floor`` and the threshold) it accepts (``judge``; ``--no-faint`` for the default before them).
+Per-frame scores and hits are cached per stream and engine in the eval cache (keyed by the models'
+checksums), so re-running after a verifier change costs only the checks. With a second wake engine installed
+(``wake.engine``), each engine setting gets its own bare and voxkeep columns in the same run.
 
 Recall = share of wake phrases (``home-*`` streams, bench/corpus.py ``CONDITIONS``) with an accepted hit
 of that word from the phrase's start to 1 s past its end (or the next phrase's start), per condition and
