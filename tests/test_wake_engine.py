@@ -444,12 +444,13 @@ def test_cascade_is_ignored_with_a_warning_for_a_word_microwakeword_lacks(models
 def test_a_faint_wake_that_microwakeword_also_hears_wakes_and_a_faint_rise_alone_does_not(
         tmp_path: Path, models_dir: Path) -> None:
     """The default word in a reverberant room (flite awb, RT60 0.6 s): openWakeWord's score only reaches about
-    0.4, so bare it never wakes; microWakeWord's hey_jarvis, run over the same buffered audio, hears the word,
-    and voxkeep wakes (``wake.faint_floor``, on by default). With the floor at 0 it stays asleep, as before.
-    A faint rise that microWakeWord does not hear (silence, a near miss) is refused."""
+    0.4, so bare it never wakes; microWakeWord's hey_jarvis, run over the same buffered audio, is sure of the
+    word, and voxkeep wakes and obeys "please don't record anymore" (``wake.faint_floor``, on by default).
+    With the floor at 0, or a threshold the owner set, it stays asleep, as before. A faint rise that
+    microWakeWord does not hear (silence, a near miss) is refused."""
     rng = np.random.default_rng(11)
-    audio = np.concatenate([_room(1.0, 30, rng), _reverberant(speak("hey jarvis, what time is it", voice="awb",
-                                                                     engine="flite"), 0.6), _room(3.0, 30, rng)])
+    request = speak("hey jarvis, please don't record anymore", voice="awb", engine="flite")
+    audio = np.concatenate([_room(1.0, 30, rng), _reverberant(request, 0.6), _room(3.0, 30, rng)])
     frames = audio[: len(audio) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
     bare = WakeDetector(WakeSettings(words=["hey_jarvis"], verify=False), models_dir)
     peak = 0.0
@@ -461,6 +462,10 @@ def test_a_faint_wake_that_microwakeword_also_hears_wakes_and_a_faint_rise_alone
     wakes = _wakes(tmp_path, models_dir, audio)
     assert [(e["type"], e["wake_word"]) for e in wakes] == [("wake", "hey_jarvis")]
     assert 1.0 < wakes[0]["t"] < 1.0 + len(speak("hey jarvis", voice="awb", engine="flite")) / SAMPLE_RATE + 1.0
+    events = events_of(run_cli("run", "--input", str(tmp_path / "in.wav"), "--events", "-", "--models-dir",
+                               str(models_dir), "--state-dir", str(tmp_path / "s1"), "--config",
+                               str(tmp_path / "empty.toml")).stdout)
+    assert [e["command"] for e in events if e["type"] == "command"] == ["stop_recording"]
     off = tmp_path / "off"
     off.mkdir()
     (off / "floor.toml").write_text("[wake]\nfaint_floor = 0\n")
