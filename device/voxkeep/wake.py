@@ -316,6 +316,9 @@ class WakeDetector:
         for engine in (self._oww, self._mww, self._cascade and self._cascade.trigger):
             if engine is not None:
                 engine.reset()
+        # A rise heard before the microphone closed must not turn into a faint hit on the first frame after.
+        self._rise = [0.0] * len(self.plans)
+        self._reported = [0.0] * len(self.plans)
 
     @property
     def frames_scored(self) -> int:
@@ -399,7 +402,7 @@ class SecondLook:
         self._checked = {p.name for p in checked}
         self._thresholds = {p.name: p.threshold for p in checked}
         """Below its word's threshold a hit is faint (``WakeDetector._faint``)."""
-        self._faint = {p.name for p in checked if p.floor > 0 and p.name in (self._witness or ())}
+        self._faint = {p.name for p in witnessed if p.floor > 0}
         """Words whose faint hits the witness judges; any other faint hit is refused."""
 
     def look_ahead(self, word: str) -> int:
@@ -415,8 +418,7 @@ class SecondLook:
         if score < self._thresholds.get(word, 0.0):
             # A faint hit: openWakeWord alone is unsure, so microWakeWord's opinion decides (not the classifier,
             # which was tuned on wakes above the threshold).
-            ok = (word in self._faint and self._witness is not None
-                  and self._witness.score(word, audio) >= self._faint_witness)
+            ok = word in self._faint and self._witness.score(word, audio) >= self._faint_witness
             return Verdict(ok, "faint_micro_agrees" if ok else "faint_unconfirmed")
         if word in self._checked and self._verifier is not None:
             verdict = self._verifier.check(word, score, audio, scores)
