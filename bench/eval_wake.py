@@ -3,6 +3,7 @@
     python bench/eval_wake.py                  # REPORT split (never tuned on); builds the corpus if needed
     python bench/eval_wake.py --split tune
     python bench/eval_wake.py --log /tmp/hits.jsonl --verify-sure 0.98   # another operating point
+    python bench/eval_wake.py --softer 30 [--no-gate]   # a soft voice; with or without the energy gate
 
 Why one pass serves every column: the daemon runs ``WakeDetector`` (threshold 0.5, refractory 2 s) and
 hands every hit to ``WakeVerifier.check`` with the last 2 s of audio and 25 frames of that word's scores.
@@ -37,6 +38,7 @@ import numpy as np
 import corpus
 from voxkeep import FRAME_SAMPLES, SAMPLE_RATE
 from voxkeep.config import WakeSettings, default_models_dir
+from voxkeep.engine import EnergyGate
 from voxkeep.verify import AUDIO_SECONDS, SCORE_FRAMES, Verdict, WakeVerifier
 from voxkeep.wake import WakeDetector
 
@@ -126,10 +128,11 @@ Hit = tuple[int, str, float]
 
 
 def detect(audio: np.ndarray, models_dir: Path, engine: str = "openwakeword",
-           words: tuple[str, ...] = corpus.CLASSIFIED) -> tuple[np.ndarray, list[Hit], list[Hit]]:
+           words: tuple[str, ...] = corpus.CLASSIFIED, gate: bool = True) -> tuple[np.ndarray, list[Hit], list[Hit]]:
     """The product's WakeDetector over ``audio`` frame by frame (as the daemon runs it, second look on): every
-    frame's scores (columns = ``WORDS``), its hits, and its faint hits."""
-    detector = WakeDetector(settings_for(engine, words), models_dir)
+    frame's scores (columns = ``WORDS``), its hits, and its faint hits. ``gate=False``: the models run on every
+    frame (what the energy gate must never lose)."""
+    detector = WakeDetector(settings_for(engine, words), models_dir, gate=gate)
     n = len(audio) // FRAME_SAMPLES
     scores = np.zeros((n, len(WORDS)), dtype=np.float32)
     cols = [WORDS.index(w) for w in words]
@@ -142,20 +145,33 @@ def detect(audio: np.ndarray, models_dir: Path, engine: str = "openwakeword",
     return scores, hits, faint
 
 
+def softer(audio: np.ndarray, db: float, seed: int) -> np.ndarray:
+    """``audio`` ``db`` quieter, over a fresh room tone at the corpus's level: a talker further away, or a
+    microphone set lower, in the same quiet room (scaling alone would also quieten the room)."""
+    tone = corpus.room_tone(len(audio), np.random.default_rng(seed))
+    return np.clip(np.round(audio * 10 ** (-db / 20) + tone), -32768, 32767).astype(np.int16)
+
+
 def score_stream(path: Path, models_dir: Path, key: str, engine: str = "openwakeword",
-                 words: tuple[str, ...] = corpus.CLASSIFIED) -> Scored:
-    """Run the product's WakeDetector over a stream once; cache hits and scores (columns = ``WORDS``)."""
+                 words: tuple[str, ...] = corpus.CLASSIFIED, quieter: float = 0.0, gate: bool = True) -> Scored:
+    """Run the product's WakeDetector over a stream once; cache hits and scores (columns = ``WORDS``).
+    ``quieter``: play the stream that many dB softer (``softer``); ``gate``: see ``detect``."""
     meta = json.loads(path.with_suffix(".json").read_text())
     audio = np.load(path, mmap_mode="r")
+    if quieter:
+        audio = softer(audio.astype(np.float64), quieter, seed=len(audio))
     # Keyed by the stream's mtime too: a rebuilt stream must never meet another stream's scores.
     tag = key if engine == "openwakeword" else f"{key}-{engine}-{'-'.join(words)}"
     tag += f"-faint{WakeSettings().faint_floor:g}"  # the floor decides which faint hits there are
+    energy = EnergyGate()  # the gate decides which quiet phrases are heard at all
+    tag += f"-gate{energy.margin_db:g},{energy.min_db:g},{energy.max_db:g}" if gate else "-ungated"
+    tag += f"-softer{quieter:g}" if quieter else ""
     cached = corpus.cache_dir() / "scores" / tag / path.parent.name / f"{path.stem}-{path.stat().st_mtime_ns}.npz"
     if cached.exists():
         data = np.load(cached)
         hits, faint = ([(int(f), WORDS[int(w)], float(s)) for f, w, s in data[k]] for k in ("hits", "faint"))
         return Scored(path.stem, meta, audio, data["scores"], hits, faint)
-    scores, hits, faint = detect(audio, models_dir, engine, words)
+    scores, hits, faint = detect(audio, models_dir, engine, words, gate)
     cached.parent.mkdir(parents=True, exist_ok=True)
     packed = {k: np.array([(f, WORDS.index(w), s) for f, w, s in v], dtype=np.float64).reshape(-1, 3)
               for k, v in (("hits", hits), ("faint", faint))}
@@ -212,6 +228,10 @@ class Column:
     words: tuple[str, ...]
     counted: tuple[str, ...] = ()
     """The words whose phrases and false wakes are counted (``--words``; default: all of ``words``)."""
+    quieter: float = 0.0
+    """dB softer the streams are played (``--softer``)."""
+    gate: bool = True
+    """False: the detector runs its models on every frame (``--no-gate``)."""
     recall: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
     """(axis, value, word) -> [phrases, recalled]; axes: condition, family, word, pair, detail, all."""
     real_hours: float = 0.0
@@ -251,7 +271,7 @@ def run_column(col: Column, streams: list[Path], models_dir: Path, key: str, cpu
         meta = json.loads(path.with_suffix(".json").read_text())
         if meta["kind"] == "wake" and meta.get("condition") != "home":
             continue  # the older mixed and rumbling sets train the verifier; the report reads home-* only
-        s = score_stream(path, models_dir, key, col.engine, col.words)
+        s = score_stream(path, models_dir, key, col.engine, col.words, col.quieter, col.gate)
         kind = s.meta["kind"]
 
         def checked(hit: Hit, verdict: Verdict, cpu: float, s: Scored = s, kind: str = kind) -> None:
@@ -408,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="evaluate with wake.faint_floor = 0 (faint rises never wake: the default before it)")
     parser.add_argument("--no-classifier", action="store_true",
                         help="evaluate with wake.verify_classifier = false (the re-score and peak alone)")
+    parser.add_argument("--softer", type=float, default=0.0, metavar="DB",
+                        help="play every stream DB softer over the corpus's room tone (a talker further away, a "
+                        "microphone set lower)")
+    parser.add_argument("--no-gate", action="store_true",
+                        help="run the wake models on every frame: what the energy gate must not lose")
     args = parser.parse_args(argv)
     if not (corpus.cache_dir() / "streams" / "report" / f"home-{WORDS[-1]}.npy").exists():  # built last
         corpus.main([])
@@ -419,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"voxkeep = the second look with wake.verify_peak = {args.verify_peak}, verify_sure = {args.verify_sure}, "
           f"verify_rescore = {args.verify_rescore}, verify_classifier = {not args.no_classifier}, "
           f"faint_floor = {look['faint_floor']}")
+    if args.softer or args.no_gate:
+        print(f"every stream played {args.softer:g} dB softer; the wake models run "
+              f"{'on every frame (no energy gate)' if args.no_gate else 'behind the energy gate'}")
     cpu_ms: list[float] = []
     log: list[dict] = []
     splits = corpus.SPLITS if args.split == "both" else (args.split,)
@@ -432,10 +460,11 @@ def main(argv: list[str] | None = None) -> int:
             prefix = {"auto": "auto (default)", "openwakeword": "openWakeWord", "microwakeword": "microWakeWord",
                       "both": "both"}.get(
                 engine, f"openWakeWord {engine.replace('@', ' ')}")
+            play = {"quieter": args.softer, "gate": not args.no_gate}
             if engine != "both":  # "both" streams microWakeWord: its bare hits are that column's
-                columns.append(Column(f"bare {prefix}", engine, None, words, counted))
+                columns.append(Column(f"bare {prefix}", engine, None, words, counted, **play))
             columns.append(Column(f"voxkeep {prefix}", engine, second_look(engine, words, models_dir, look), words,
-                                  counted))
+                                  counted, **play))
         for col in columns:
             run_column(col, streams, models_dir, key, cpu_ms, log, split)
         report(split, columns)

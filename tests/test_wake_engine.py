@@ -151,6 +151,48 @@ def test_gate_learns_a_steady_noise_but_always_opens_for_loud_sound() -> None:
     assert not gate.loud(np.zeros(FRAME_SAMPLES, np.float32))
 
 
+def test_digital_silence_does_not_make_the_gate_forget_the_room() -> None:
+    """A dropout of exact zeros is not the room: afterwards the room's own noise must not hold the networks on
+    (with the floor learnt from the zeros, a quiet room kept them running for most of a minute)."""
+    gate = EnergyGate()
+    rng = np.random.default_rng(4)
+    room = [f.astype(np.float32) for f in _frames(_room(20.0, 40, rng))]  # about -58 dBFS
+    for frame in room[:50]:
+        gate.loud(frame)
+    for _ in range(40):  # 3.2 s of dropout
+        assert not gate.loud(np.zeros(FRAME_SAMPLES, np.float32))
+    assert not any(gate.loud(f) for f in room[50:])
+    assert gate.loud(_room(0.08, 200, rng).astype(np.float32))  # a soft voice at -44 dBFS still opens it
+
+
+def _loudest_frame_dbfs(audio: np.ndarray) -> float:
+    frames = _frames(audio[: len(audio) // FRAME_SAMPLES * FRAME_SAMPLES]).astype(np.float64)
+    return float(10 * np.log10(np.mean(frames**2, axis=1).max() / 32768**2))
+
+
+def test_a_soft_spoken_request_across_the_room_is_heard_through_the_gate(tmp_path: Path, models_dir: Path) -> None:
+    """A quiet talker, or a microphone set low: the request's loudest 80 ms frame is at -54 dBFS over a room at
+    about -66 dBFS. openWakeWord hears it; the gate once required -50 dBFS whatever the room and slept through
+    it. Now the gated detector wakes where the ungated one does, and the request is obeyed."""
+    rng = np.random.default_rng(8)
+    request = speak("hey jarvis, please don't record anymore").astype(np.float64)
+    request *= 10 ** ((-54.0 - _loudest_frame_dbfs(request.astype(np.int16))) / 20)
+    spoken = np.round(request).astype(np.int16) + _room(len(request) / SAMPLE_RATE, 16, rng)
+    audio = np.concatenate([_room(1.0, 16, rng), spoken, _room(3.0, 16, rng)])
+    audio = audio[: len(audio) // FRAME_SAMPLES * FRAME_SAMPLES]
+    assert _loudest_frame_dbfs(audio) < -50.0
+    settings = WakeSettings(words=["hey_jarvis"], engine="openwakeword")
+    detectors = {gate: WakeDetector(settings, models_dir, gate=gate) for gate in (True, False)}
+    heard = {gate: [h.wake_word for f in _frames(audio) for h in d.process(f) if not h.faint]
+             for gate, d in detectors.items()}
+    assert heard[True] == heard[False] == ["hey_jarvis"]
+    wav = write_wav(tmp_path / "soft.wav", audio)
+    (tmp_path / "empty.toml").write_text("")
+    events = events_of(run_cli("run", "--input", str(wav), "--events", "-", "--models-dir", str(models_dir),
+                               "--state-dir", str(tmp_path / "state"), "--config", str(tmp_path / "empty.toml")).stdout)
+    assert [e["command"] for e in events if e["type"] == "command"] == ["stop_recording"]
+
+
 def test_a_multi_class_model_is_refused_with_the_fix(models_dir: Path) -> None:
     with pytest.raises(ModelError, match=r"not a wake-word model.*single wake-word"):
         WakeEngine(models_dir / "melspectrogram.onnx", models_dir / "embedding_model.onnx",
@@ -370,7 +412,9 @@ def test_micro_engine_matches_pymicro_wakeword_and_its_gate_keeps_the_wakes(mode
         return [(int(i), int(k)) for i, k in zip(*np.nonzero(over[1:] & ~over[:-1]), strict=True)]
 
     assert onsets(gated_scores) == onsets(reference) != []
-    assert 0.2 < (~open_).mean() < 0.6 and gated.frames_scored == open_.sum()
+    # Skipped: the quiet stretches (a fifth of the clip: the gate opens for a sound 6 dB over the room, and the
+    # room noise rising 3.5 dB after "hey my croft" holds it open while the floor learns it).
+    assert 0.15 < (~open_).mean() < 0.6 and gated.frames_scored == open_.sum()
 
 
 def test_an_unknown_engine_in_the_config_is_one_line_naming_the_choices(tmp_path: Path, models_dir: Path) -> None:

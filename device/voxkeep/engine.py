@@ -65,6 +65,10 @@ some; 10 keeps two frames of margin and skips most of the 2 s after every sound,
 frames the networks ran on in a quiet household (bench/run.py)."""
 
 
+DIGITAL_SILENCE_DB = -90.0
+"""Frames quieter than this (RMS under one int16 step) are digital silence, never a microphone's own noise."""
+
+
 class EnergyGate:
     """Decides per frame whether the room is loud enough that the models need to run.
 
@@ -74,9 +78,16 @@ class EnergyGate:
     The ceiling makes any frame louder than ``max_db`` open the gate however noisy the room became:
     the gate may cost CPU in a loud room, never a missed wake. Only one loud frame per utterance is
     needed, because the engine replays the 2 s before it (the soft start of "hey" included).
+
+    ``min_db`` is low (-70 dBFS) and the margin 6 dB because openWakeWord hears a soft-spoken request whose
+    loudest 80 ms is at -55 to -60 dBFS in a quiet room, only a few dB above the room; at -50 dBFS and
+    10 dB the gate slept through a talker across the room or a microphone set low
+    (``tests/test_wake_engine.py``; docs/performance.md, "A soft voice"). Frames of digital silence (a dropout, a source
+    that gates itself) are not the room: they leave the floor where it was, or a quiet room's floor would
+    fall to nothing and take a minute to climb back, with the networks running all that time.
     """
 
-    def __init__(self, margin_db: float = 10.0, min_db: float = -50.0, max_db: float = -35.0,
+    def __init__(self, margin_db: float = 6.0, min_db: float = -70.0, max_db: float = -35.0,
                  rise_db: float = 0.1, hold_frames: int = HOLD_FRAMES) -> None:
         self.hold_frames = hold_frames
         """How many frames after the last loud one the models keep running (``HOLD_FRAMES``)."""
@@ -84,10 +95,14 @@ class EnergyGate:
         self.min_db = min_db
         self.max_db = max_db
         self.rise_db = rise_db
-        self.floor_db = min_db - margin_db
+        self.floor_db: float | None = None
+        """The room's level in dBFS; None until the first frame that is not digital silence, which sets it (a
+        fixed start would take the gate tens of seconds to climb from, running the networks all the while)."""
 
     def threshold_db(self) -> float:
         """The level in dBFS a frame must exceed to count as loud right now."""
+        if self.floor_db is None:
+            return self.min_db
         return min(max(self.floor_db + self.margin_db, self.min_db), self.max_db)
 
     def loud(self, samples: np.ndarray) -> bool:
@@ -95,7 +110,9 @@ class EnergyGate:
         power = float(np.dot(samples, samples)) / len(samples)
         level = 10.0 * math.log10(power / 32768.0**2 + 1e-12)
         is_loud = level > self.threshold_db()
-        self.floor_db = level if level < self.floor_db else self.floor_db + self.rise_db
+        if level > DIGITAL_SILENCE_DB:
+            floor = self.floor_db
+            self.floor_db = level if floor is None or level < floor else floor + self.rise_db
         return is_loud
 
 
