@@ -56,9 +56,9 @@ PHRASES: dict[str, tuple[str, ...]] = {
     "stop_recording": ("don't record anymore", "do not record anymore", "stop recording",
                        "please don't record anymore", "don't record anymore please", "please stop recording",
                        "stop recording please", "please do not record anymore"),
-    "start_recording": ("start recording again",),
-    "delete_last": ("delete what i just said",),
-    "delete_today": ("delete everything i said today",),
+    "start_recording": ("start recording again", "please start recording again"),
+    "delete_last": ("delete what i just said", "please delete what i just said"),
+    "delete_today": ("delete everything i said today", "please delete everything i said today"),
     "stop_sharing": ("stop sharing", "stop sharing my recordings", "please stop sharing", "stop sharing please",
                      "please stop sharing my recordings", "stop sharing my recordings please"),
 }
@@ -66,11 +66,15 @@ PHRASES: dict[str, tuple[str, ...]] = {
 
 _RULES = {
     "stop_recording": "[please] ((don't | do not) record anymore | stop recording) [please]",
-    "start_recording": "start recording again",
-    "delete_last": "delete what i just said",
-    "delete_today": "delete everything i said today",
+    "start_recording": "[please] start recording again",
+    "delete_last": "[please] delete what i just said",
+    "delete_today": "[please] delete everything i said today",
     "stop_sharing": "[please] stop sharing [my recordings] [please]",
 }
+"""Every command may start with "please" (without it, "please delete what I just said" fitted no path). Only the
+stop commands may end with it: a "please" after "said" changes the context the decoder models its last sound in,
+and the plain "delete what I just said" of tests/test_commands.py fell below the deleting bar (-5.96 -> -6.05);
+on bench/commands_eval.py's TUNE split it took one confusable more."""
 
 def _core(phrase: str) -> str:
     """A phrase without its optional "please" at either end: "please stop recording please" -> "stop recording"."""
