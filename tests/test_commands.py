@@ -71,12 +71,15 @@ def test_other_voices_are_recognised(recognizer: CommandRecognizer, speech, voic
 
 @pytest.mark.parametrize(("voice", "engine"), [("en-us", "espeak-ng"), ("slt", "flite")])
 @pytest.mark.parametrize(("text", "command"), [
-    ("please delete what I just said", "delete_last"), ("please delete everything I said today", "delete_today"),
-    ("please start recording again", "start_recording")])
-def test_please_before_any_command_is_understood(recognizer: CommandRecognizer, voice: str, engine: str,
-                                                 text: str, command: str) -> None:
+    ("please delete what I just said", "delete_last"), ("delete what I just said please", "delete_last"),
+    ("please delete everything I said today", "delete_today"),
+    ("delete everything I said today please", "delete_today"),
+    ("please start recording again", "start_recording"), ("start recording again please", "start_recording")])
+def test_please_before_or_after_any_command_is_understood(recognizer: CommandRecognizer, voice: str, engine: str,
+                                                          text: str, command: str) -> None:
     """People say "please". Only the stop commands allowed it once: "please delete what I just said" found
-    no grammar path in any of 6 voices, and "please start recording again" was heard as stop_recording."""
+    no grammar path in any of 6 voices, "please start recording again" was heard as stop_recording, and a
+    "please" after a deletion was taken for a sentence going on past the command."""
     quiet = np.concatenate([window_of(speak(text, voice=voice, engine=engine)), silence(0.5)])
     room = np.random.default_rng(1).normal(0.0, 20.0, len(quiet))
     got = recognizer.recognize(np.clip(quiet + room, -32768, 32767).astype(np.int16))
