@@ -396,8 +396,8 @@ class CommandRecognizer:
     STRICT = DELETING
     """Commands held to ``commands.delete_min_score``."""
     POLITE_END = frozenset({"start_recording", "delete_last", "delete_today"})
-    """Commands whose sentence may end in "please" only when heard without it first left speech unexplained:
-    a second search, over a grammar that allows it, judges those windows (see _RULES for why not always)."""
+    """Commands that may end in "please" by a second search, over a grammar that allows it (see _RULES for why
+    not in the first): run only where the first heard all or the start of one of them and refused it."""
 
     def __init__(self, settings: CommandSettings, wake_words: Sequence[str] = ()) -> None:
         """``wake_words``: extra wake phrases (model names like "hey_jarvis") whose tails to tolerate."""
@@ -444,6 +444,10 @@ class CommandRecognizer:
                 raise ModelError(f"pocketsphinx could not load its en-us model ({exc}); reinstall: "
                                  "pip install --force-reinstall 'pocketsphinx>=5'") from None
         self._has_open = bool(common)
+        self._polite_prefixes = {" ".join(words[:n]) for phrase, command in self.COMMAND_OF.items()
+                                 if command in self.POLITE_END for words in [phrase.split()]
+                                 for n in range(1, len(words) + 1)}
+        """Word sequences that begin a POLITE_END command: only windows decoded as one get the second search."""
         self._tails = set(tails) | set(self.LEAD_WORDS)
         """Words of the wake phrase the grammar may hear before a command (none of them is a command word)."""
 
@@ -508,8 +512,8 @@ class CommandRecognizer:
                 return None
             phones = self._decode("phones", raw)
             found = self._compare(grammar, phones, levels)
-            if found is None and self.COMMAND_OF.get(_core(self._phrase(grammar))) in self.POLITE_END:
-                # A whole command with speech after it: perhaps "...said please" (see POLITE_END).
+            if found is None and _core(self._phrase(grammar)) in self._polite_prefixes:
+                # All or part of a command that may end in "please", refused: perhaps "...said please".
                 polite = self._decode("polite_end", raw)
                 if self._phrase(polite).endswith(" please"):
                     found = self._compare(polite, phones, levels)
