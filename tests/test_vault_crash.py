@@ -1,6 +1,6 @@
 """SIGKILL at random points of store, delete, consent, export and mute: nothing acknowledged is lost.
 
-A forked child repeats one kind of operation in a loop and writes an acknowledgement line to a pipe
+A child process repeats one kind of operation in a loop and writes an acknowledgement line to a pipe
 after each call returns (and, for anything that may rightly be half-done after a crash, an announcement
 before it starts). The parent kills it with SIGKILL at a random point, then opens the state as the
 daemon does at start-up and checks every acknowledgement made so far (across all trials of a test,
@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import select
 import signal
 import tempfile
 from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
-import pyrage  # noqa: F401  imported before forking, as in the daemon, so children start at once
 import pytest
 
 from voxkeep.config import VaultSettings
@@ -54,23 +55,33 @@ def _child(state_dir: Path, ack_fd: int, seed: int) -> None:
             os.write(ack_fd, f"stored {rid}\n".encode())
 
 
+_CHILDREN = multiprocessing.get_context("forkserver")
+"""Children come from a fork server, a clean single-threaded process: forking pytest itself, which has threads
+by then, can leave a lock held in the child for ever (Python 3.12 and later warn at every fork)."""
+_CHILDREN.set_forkserver_preload(["test_vault_crash"])  # its imports (voxkeep, pyrage, numpy) load once
+
+
+def _child_main(child: Callable[[Path, int, int], None], state_dir: Path, ack: Connection, seed: int) -> None:
+    """The child: run ``child`` with the pipe's write end; never returns normally."""
+    try:
+        child(state_dir, ack.fileno(), seed)
+    finally:
+        os._exit(1)
+
+
 def _run_and_kill(state_dir: Path, seed: int, after_acks: int, delay: float,
                   child: Callable[[Path, int, int], None] | None = None) -> list[tuple[str, str]]:
-    """Fork ``child`` (default: store and delete); SIGKILL it ``delay`` seconds after its ``after_acks``-th
+    """Start ``child`` (default: store and delete); SIGKILL it ``delay`` seconds after its ``after_acks``-th
     acknowledgement; return them all.
 
     Counting acknowledgements first makes every trial do real work however loaded the machine is; the
     random delay then lands the kill anywhere inside a following store or deletion.
     """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns into pytest
-        try:
-            os.close(read_fd)
-            (child or _child)(state_dir, write_fd, seed)
-        finally:
-            os._exit(1)
-    os.close(write_fd)
+    reader, writer = _CHILDREN.Pipe(duplex=False)
+    process = _CHILDREN.Process(target=_child_main, args=(child or _child, state_dir, writer, seed))
+    process.start()
+    writer.close()
+    read_fd = reader.fileno()  # raw bytes both ends: the child writes lines with os.write
     data = b""
     while data.count(b"\n") < after_acks:
         ready, _, _ = select.select([read_fd], [], [], 30.0)
@@ -78,11 +89,11 @@ def _run_and_kill(state_dir: Path, seed: int, after_acks: int, delay: float,
         assert chunk, "the child stopped acknowledging (it crashed or hung) before being killed"
         data += chunk
     select.select([], [], [], delay)  # an interruptible wait that needs no thread
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    os.kill(process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    process.join()
     while chunk := os.read(read_fd, 65536):
         data += chunk
-    os.close(read_fd)
+    reader.close()
     lines = data.decode().split("\n")[:-1]  # a torn last line was never a complete acknowledgement
     return [tuple(line.split(" ", 1)) for line in lines]  # type: ignore[misc]
 
