@@ -76,7 +76,7 @@ _RULES = {
 grammar only the stop commands may end with it: a "please" after "said" changes the context the decoder models its
 last sound in, and the plain "delete what I just said" of tests/test_commands.py fell below the deleting bar (-5.96
 -> -6.05); on bench/commands_eval.py's TUNE split it took one confusable more. The others' trailing "please" is
-heard by a second search, only where the first left speech after a whole command (POLITE_END)."""
+heard by a second search, only where the first heard all or the start of one of them and refused it (POLITE_END)."""
 
 def _core(phrase: str) -> str:
     """A phrase without its optional "please" at either end: "please stop recording please" -> "stop recording"."""
