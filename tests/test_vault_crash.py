@@ -58,7 +58,10 @@ def _child(state_dir: Path, ack_fd: int, seed: int) -> None:
 _CHILDREN = multiprocessing.get_context("forkserver")
 """Children come from a fork server, a clean single-threaded process: forking pytest itself, which has threads
 by then, can leave a lock held in the child for ever (Python 3.12 and later warn at every fork)."""
-_CHILDREN.set_forkserver_preload(["test_vault_crash"])  # its imports (voxkeep, pyrage, numpy) load once
+# The test module's own imports, by their installed names, load once in the server (a child still imports this
+# module itself, which then costs little).
+_CHILDREN.set_forkserver_preload(["numpy", "pyrage", "voxkeep.config", "voxkeep.export", "voxkeep.owner",
+                                  "voxkeep.privacy", "voxkeep.vault"])
 
 
 def _child_main(child: Callable[[Path, int, int], None], state_dir: Path, ack: Connection, seed: int) -> None:
