@@ -526,10 +526,13 @@ class CommandRecognizer:
         offset = span.start / SAMPLE_RATE
         return dataclasses.replace(found, start=found.start + offset, end=found.end + offset)
 
+    def _words(self, segments: list[tuple[str, int, int, float]]) -> list[tuple[str, int, int, float]]:
+        """The spoken words of a decoded path: no silences, fillers or wake-word tails."""
+        return [seg for seg in segments if not seg[0].startswith(("<", "[")) and _base(seg[0]) not in self._tails]
+
     def _phrase(self, segments: list[tuple[str, int, int, float]]) -> str:
-        """The words of a decoded path, without fillers and wake-word tails: "please delete what i just said"."""
-        return " ".join(_base(seg[0]) for seg in segments
-                        if not seg[0].startswith(("<", "[")) and _base(seg[0]) not in self._tails)
+        """The words of a decoded path as one sentence: "please delete what i just said"."""
+        return " ".join(_base(seg[0]) for seg in self._words(segments))
 
     def _agrees(self, grammar: list[tuple[str, int, int, float]], heard: list[tuple[str, int, int, float]]) -> bool:
         """Whether the open search heard the grammar's command words where the grammar placed them.
@@ -539,8 +542,7 @@ class CommandRecognizer:
         anything outside the command's span are left to the other checks.
         """
         def spoken(segs: list[tuple[str, int, int, float]]) -> list[tuple[str, int, int, float]]:
-            return [s for s in segs if not s[0].startswith(("<", "[")) and _base(s[0]) not in self._tails
-                    and _base(s[0]) not in FILLER_WORDS]
+            return [s for s in self._words(segs) if _base(s[0]) not in FILLER_WORDS]
 
         command = spoken(grammar)
         if not command:
@@ -584,7 +586,7 @@ class CommandRecognizer:
 
         ``levels``: dB of each 10 ms frame decoded (``_levels``), to tell words from a room's echo.
         """
-        words = [seg for seg in grammar if not seg[0].startswith(("<", "[")) and _base(seg[0]) not in self._tails]
+        words = self._words(grammar)
         if not words:
             return None
         first, last = words[0][1], words[-1][2]
@@ -603,7 +605,7 @@ class CommandRecognizer:
             _overlap(p, t[1], t[2]) for p in spoken for t in tails)
         if unexplained > MAX_UNEXPLAINED_FRAMES or leading > MAX_LEADING_FRAMES:
             return None
-        phrase = " ".join(_base(seg[0]) for seg in words)
+        phrase = self._phrase(words)
         if _core(phrase) not in self.COMMAND_OF:
             return None  # the search ran out of audio part-way through the grammar: no whole command
         # Pauses between command words count too: a long hesitation is not the command.
