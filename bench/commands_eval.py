@@ -226,14 +226,13 @@ def evaluate(split: str, quick: bool, settings: CommandSettings, models: Path) -
             t += len(clip) / SAMPLE_RATE
         with tempfile.TemporaryDirectory(prefix="voxkeep-cmdeval-") as tmp:
             utterances = play(np.concatenate(parts), specs[wake], models, Path(tmp))
-        window = int(settings.max_seconds * SAMPLE_RATE)
         for req in placed:
             mine = [u for u in utterances if req.start <= u.t_wake < req.end]
             if not mine:
                 results.append((req, None, False))
                 continue
             u = mine[0]
-            got = recognizers[wake].score(u.pcm[u.window_start:u.command_start + window])
+            got = recognizers[wake].score(u.command_window(settings.max_seconds))
             results.append((req, got, True))
     return results
 

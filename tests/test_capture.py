@@ -49,6 +49,23 @@ def test_no_speech_after_the_wake_ends_after_a_short_grace() -> None:
     assert _capture(-60.0, _noise(8.0, -60.0)) == pytest.approx(2.0, abs=0.1)
 
 
+def test_a_request_after_a_pause_may_last_the_maximum_from_where_it_begins() -> None:
+    """The owner says the wake word, waits for the LED, then speaks: the wait is not taken off the request."""
+    endpointer = Endpointer()
+    cap = UtteranceCapture(preroll=[], t_wake=0.0, wake_word="w", score=1.0, store_allowed=True, wall_time=0.0,
+                           endpointer=endpointer, max_seconds=4.0, silence_seconds=0.7, start_grace_seconds=4.0)
+    after = np.concatenate([_noise(3.0, -70.0), np.tile(speak("la la la la la la"), 6)])
+    done = None
+    for i, frame in enumerate(_frames(after), 1):
+        endpointer.observe(speech_dbfs(frame))
+        done = cap.feed(frame, i * FRAME_SECONDS)
+        if done is not None:
+            break
+    assert done is not None
+    assert done.t_end == pytest.approx(7.0, abs=0.2)  # 3 s of waiting, then 4 s of request
+    assert done.request_start / 16000 == pytest.approx(3.0 - 1.0, abs=0.1)  # the pause is marked, not cut
+
+
 def test_never_longer_than_the_maximum() -> None:
     endless = np.tile(speak("la la la la la la"), 6)
     assert _capture(-70.0, endless, max_seconds=4.0) == pytest.approx(4.0, abs=0.1)

@@ -55,6 +55,13 @@ def test_dont_record_anymore_stops_recording_and_lights_the_led(tmp_path: Path, 
     assert factory.pin(LED).state == 1
 
 
+def test_a_request_after_waiting_for_the_led_is_obeyed(tmp_path: Path, state_dir: Path) -> None:
+    """People say the wake word, wait for the LED, then speak: a 3 s pause used to lose the command."""
+    events, _ = _run(scene(tmp_path / "p.wav", 1.0, "alexa", 3.0, "please don't record anymore", 2.0), state_dir)
+    assert [c["command"] for c in of_type(events, "command")] == ["stop_recording"]
+    assert [s["mode"] for s in of_type(events, "state")][-1] == "not_recording"
+
+
 @pytest.mark.parametrize("sentence", [
     "I don't want any more coffee",
     "record my favourite show tonight",
@@ -266,7 +273,7 @@ def test_the_answer_never_reaches_the_vault_or_the_satellite(state_dir: Path) ->
 
         def said(text: str, t: float) -> Utterance:
             pcm = np.concatenate([silence(0.3), speak(text), silence(0.8)])
-            return Utterance(t, t + len(pcm) / 16000, "alexa", 0.9, pcm, 0, 0, True, 0.0)
+            return Utterance(t, t + len(pcm) / 16000, "alexa", 0.9, pcm, 0, 0, 0, True, 0.0)
 
         worker.submit(said("what will the weather be like tomorrow", 1.0), wait=True)
         worker.submit(said("delete what I just said", 10.0), wait=True)

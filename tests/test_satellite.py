@@ -483,7 +483,8 @@ def test_a_revoke_while_streaming_stops_the_audio_before_the_next_chunk(state_di
             d.vault.active_consents = revoked_after_five_looks  # type: ignore[method-assign]
             pcm = np.full(5 * 16000, 300, np.int16)
             tell = d.sat.request(Utterance(t_wake=1.0, t_end=6.0, wake_word="alexa", score=0.9, pcm=pcm,
-                                           command_start=0, window_start=0, store_allowed=True, wall_time=0.0))
+                                           command_start=0, window_start=0, request_start=0, store_allowed=True,
+                                           wall_time=0.0))
             assert tell is not None
             tell(None)
             assert d.sat.drain(10)

@@ -36,6 +36,12 @@ heard as "stop"), a shorter one leaves more of the next wake phrase in it, which
 up to 0.2 s of."""
 
 
+REQUEST_PAD_SECONDS = 1.0
+"""Audio kept before the first loud frame of a request that followed a pause: a soft first consonant, and
+as much quiet as a request said straight after the wake word has, so such requests' windows are unchanged
+(the command recogniser and its figures were tuned on them)."""
+
+
 NOISY_ROOM_DB = 18.0
 """A talker less than this far above the room's floor (speech band) is in a noisy room: there the quiet
 that ends a request must last NOISY_SILENCE_FACTOR times longer. On bench/commands_eval.py's TUNE windows
@@ -119,6 +125,9 @@ class Utterance:
     window_start: int
     """Index in ``pcm`` where the command window begins: up to ``COMMAND_LEAD_SECONDS`` before
     ``command_start``, since a command said straight after the wake word starts before the wake is confirmed."""
+    request_start: int
+    """Index in ``pcm`` where the request after the wake began (``REQUEST_PAD_SECONDS`` before its first
+    loud frame), ``command_start`` if it followed at once: a pause before it is not part of the command."""
     store_allowed: bool
     """Whether the mode allowed keeping audio when the wake was heard (checked again when storing)."""
     wall_time: float
@@ -126,9 +135,20 @@ class Utterance:
     arbitration: Any = None
     """The wake's round among the home's speakers (voxkeep.arbitration.Round), when arbitration is on."""
 
+    def command_window(self, max_seconds: float) -> np.ndarray:
+        """The audio the command recogniser judges: the wake phrase's tail, then at most ``max_seconds`` of the
+        request. A pause between them (the owner waiting for the LED) is left out, so a request after a pause
+        is judged as one said at once."""
+        request = self.pcm[self.request_start:self.request_start + int(max_seconds * SAMPLE_RATE)]
+        return np.concatenate([self.pcm[self.window_start:self.command_start], request])
+
 
 class UtteranceCapture:
-    """Collects one utterance; ``feed`` returns it once speech has ended or the window is full."""
+    """Collects one utterance; ``feed`` returns it once speech has ended or the window is full.
+
+    People often wait for the LED before they speak, so the request may begin up to ``start_grace_seconds``
+    after the wake, and may then last ``max_seconds`` from where it began (not from the wake).
+    """
 
     def __init__(self, *, preroll: Iterable[np.ndarray], t_wake: float, wake_word: str, score: float,
                  store_allowed: bool, wall_time: float, endpointer: Endpointer, max_seconds: float,
@@ -149,6 +169,8 @@ class UtteranceCapture:
         self._after = 0
         self._heard_speech = False
         self._quiet_run = 0
+        self._waited = 0
+        """Frames after the wake before the request's first loud one: the pause, left out of ``max_seconds``."""
 
     def feed(self, frame: np.ndarray, t: float) -> Utterance | None:
         """Add a frame (at audio time ``t``); return the finished utterance, or None to keep going."""
@@ -157,12 +179,14 @@ class UtteranceCapture:
         level = speech_dbfs(frame)
         if level > self._endpointer.threshold(self._loudest):
             self._loudest = level if self._loudest is None else max(self._loudest, level)
+            if not self._heard_speech:
+                self._waited = self._after - 1
             self._heard_speech = True
             self._quiet_run = 0
         else:
             self._quiet_run += 1
         done = (
-            self._after >= self._max_frames
+            self._after - self._waited >= self._max_frames
             or (self._heard_speech and self._silence_ended())
             or (not self._heard_speech and self._after >= self._grace_frames)
         )
@@ -188,8 +212,11 @@ class UtteranceCapture:
         frames = self._frames[:keep]
         t_end = t - (len(self._frames) - len(frames)) * FRAME_SECONDS
         word, score, store_allowed, wall_time = self._meta
-        return Utterance(self._t_wake, round(t_end, 6), word, score, np.concatenate(frames), self._command_start,
-                         self._window_start, store_allowed, wall_time)
+        pcm = np.concatenate(frames)
+        request_start = self._command_start + max(0, self._waited * FRAME_SAMPLES - round(REQUEST_PAD_SECONDS
+                                                                                        * SAMPLE_RATE))
+        return Utterance(self._t_wake, round(t_end, 6), word, score, pcm, self._command_start, self._window_start,
+                         min(request_start, len(pcm)), store_allowed, wall_time)
 
 
 class Preroll:

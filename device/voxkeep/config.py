@@ -138,7 +138,10 @@ class WakeSettings:
 @dataclass(frozen=True)
 class CommandSettings:
     max_seconds: float = 4.0
-    """Longest command window after a wake word."""
+    """Longest request after a wake word, counted from where it begins."""
+    wait_seconds: float = 4.0
+    """How long after a wake word the speaker waits for the request to begin. People often say the wake
+    word, wait for the LED, then speak: with 2 s, a request after a pause of 2 s or more was never heard."""
     silence_seconds: float = 0.7
     """Silence that ends the command window early (twice as long in a noisy room, where soft syllables
     sound like silence)."""
@@ -433,7 +436,8 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "wake.faint_floor": (0.0, 1.0), "wake.faint_witness": (0.0, 1.0),
     "wake.agree_threshold": (0.0, 1.0), "wake.agree_frames": (1, 20),
     "wake.agree_micro_threshold": (0.0, 1.0), "wake.cascade_threshold": (0.0, 1.0),
-    "commands.max_seconds": (0.5, 30.0), "commands.silence_seconds": (0.08, 10.0),
+    "commands.max_seconds": (0.5, 30.0), "commands.wait_seconds": (0.5, 10.0),
+    "commands.silence_seconds": (0.08, 10.0),
     "commands.min_score": (-100.0, 0.0), "commands.delete_min_score": (-100.0, 0.0),
     "commands.confirm_seconds": (1.0, 15.0),
     "commands.filler_words": (0, 100_000), "commands.command_weight": (0.0, 50.0),

@@ -330,7 +330,8 @@ class Daemon:
         self._capture = UtteranceCapture(
             preroll=preroll, t_wake=t, wake_word=hit.wake_word, score=hit.score, store_allowed=store_allowed,
             wall_time=self.wall_clock(), endpointer=self._endpointer, max_seconds=max_seconds,
-            silence_seconds=self.settings.commands.silence_seconds, lead_frames=lead)
+            silence_seconds=self.settings.commands.silence_seconds,
+            start_grace_seconds=self.settings.commands.wait_seconds, lead_frames=lead)
         return True
 
     def _submit(self, utterance: Any) -> None:

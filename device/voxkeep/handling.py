@@ -239,8 +239,7 @@ class UtteranceWorker:
     def _recognise(self, u: Utterance) -> str | None:
         if self._recognizer is None:
             return None
-        window = u.pcm[u.window_start:u.command_start + int(self._settings.commands.max_seconds * SAMPLE_RATE)]
-        result = self._recognizer.recognize(window)
+        result = self._recognizer.recognize(u.command_window(self._settings.commands.max_seconds))
         return None if result is None else str(result.command)
 
     def _obey(self, command: str, t: float) -> None:
