@@ -80,7 +80,7 @@ def _append_many(directory: str, tag: str) -> None:
 
 
 def test_two_processes_appending_at_once_keep_one_chain(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")  # not fork: pytest has threads by now (Python 3.13 warns)
     writers = [ctx.Process(target=_append_many, args=(str(tmp_path), tag)) for tag in "ab"]
     for w in writers:
         w.start()

@@ -9,6 +9,8 @@ import resource
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -54,29 +56,32 @@ def test_owner_commands_reach_the_running_daemon(daemon, state_dir: Path) -> Non
     assert app.privacy.mode.value == "listening"
 
 
+_NOBODY_CLIENT = """
+import contextlib, socket, sys
+try:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(sys.argv[1])
+        if sys.argv[2] == "send":  # the daemon may have answered and closed already: read its answer anyway
+            with contextlib.suppress(BrokenPipeError):
+                sock.sendall(b'{"action": "mute"}\\n')
+        answer = sock.recv(4096).decode()
+except OSError as exc:
+    answer = type(exc).__name__
+print(answer, end="")
+"""
+
+
 def _as_nobody(path: Path, send: bool = True) -> str:
-    """Try the control socket as user 'nobody' in a forked child; return what happened."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: no exec, so nothing on disk needs to be readable by nobody
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(5)
-                sock.connect(str(path))
-                if send:  # the daemon may have answered and closed already: read its answer anyway
-                    with contextlib.suppress(BrokenPipeError):
-                        sock.sendall(b'{"action": "mute"}\n')
-                answer = sock.recv(4096).decode()
-        except OSError as exc:
-            answer = type(exc).__name__
-        os.write(write, answer.encode())
-        os._exit(0)
-    os.close(write)
-    os.waitpid(pid, 0)
-    with os.fdopen(read) as fh:
-        return fh.read()
+    """Try the control socket as user 'nobody' in a child process; return what happened.
+
+    The system's python3, isolated (-I): nobody may not be able to read the virtual environment. Not a fork
+    of pytest, which has threads by now (a forked child can inherit a held lock; Python 3.13 warns).
+    """
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    done = subprocess.run([python, "-I", "-c", _NOBODY_CLIENT, str(path), "send" if send else "wait"], user=65534,
+                          group=65534, extra_groups=[], cwd="/", capture_output=True, timeout=30, check=True)
+    return done.stdout.decode()
 
 
 def test_the_socket_is_for_the_owner_only(reachable_daemon) -> None:
