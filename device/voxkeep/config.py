@@ -200,7 +200,7 @@ class VaultSettings:
     retention_days: int = 30
     """Days recordings are kept; 0 keeps nothing past command recognition."""
     max_utterance_seconds: float = 10.0
-    """Longest recording after a wake word."""
+    """Longest recording after a wake word, counted from where the request begins (up to commands.wait_seconds in)."""
     preroll_seconds: float = 1.5
     """Audio kept from before the wake event: the wake phrase itself, not more."""
 
