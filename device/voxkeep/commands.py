@@ -33,13 +33,14 @@ this module is the grammar phrase of an accepted command, which is one of a fixe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
 import re
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -483,7 +484,7 @@ class CommandRecognizer:
         None means "not a command": silence, noise, or speech that does not fit a command well enough.
         Audio past ``commands.max_seconds`` (plus one second for the wake tail) is ignored.
         """
-        best = self.score(pcm)
+        best = self._best(pcm, spare_below_bar=True)
         if best is None or best.score < min_score_for(self._settings, best.command, self.STRICT):
             log.debug("command window rejected (score %s)", "n/a" if best is None else f"{best.score:.2f}")
             return None
@@ -495,6 +496,11 @@ class CommandRecognizer:
 
         None when the window is silent or no grammar path survives the search at all.
         """
+        return self._best(pcm, spare_below_bar=False)
+
+    def _best(self, pcm: np.ndarray, *, spare_below_bar: bool) -> Recognition | None:
+        """``score``; with ``spare_below_bar``, a match below its bar is returned before the phone loop and the
+        open search, which could only refuse it too (``recognize`` refuses it either way)."""
         samples = self._checked(pcm)
         if samples.size < SAMPLE_RATE // 4 or float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) < QUIET_RMS:
             return None
@@ -510,15 +516,18 @@ class CommandRecognizer:
             grammar = self._decode("command", raw)
             if not grammar:
                 return None
-            phones = self._decode("phones", raw)
-            found = self._compare(grammar, phones, levels)
+            # The phone loop is most of the decoding (58 % on TUNE's windows): run only for a match worth checking.
+            phones = functools.cache(lambda: self._decode("phones", raw))
+            found = self._compare(grammar, phones, levels, spare_below_bar)
             if found is None and _core(self._phrase(grammar)) in self._polite_prefixes:
                 # All or part of a command that may end in "please", refused: perhaps "...said please".
                 polite = self._decode("polite_end", raw)
                 if self._phrase(polite).endswith(" please"):
-                    found = self._compare(polite, phones, levels)
+                    found = self._compare(polite, phones, levels, spare_below_bar)
             if found is None:
                 return None
+            if spare_below_bar and found.score < min_score_for(self._settings, found.command, self.STRICT):
+                return found
             check = self._open or (found.command in DELETING and self._has_open)
             heard = self._decode("open", raw) if check else None
         if heard is not None and not self._agrees(grammar, heard):
@@ -580,17 +589,34 @@ class CommandRecognizer:
         return [(s.word, s.start_frame, s.end_frame, math.log(s.ascore) if s.ascore > 0 else -math.inf)
                 for s in d.seg()]
 
-    def _compare(self, grammar: list[tuple[str, int, int, float]], phones: list[tuple[str, int, int, float]],
-                 levels: np.ndarray) -> Recognition | None:
-        """Check the grammar's command words against the phone loop, then score how well they fit.
+    def _compare(self, grammar: list[tuple[str, int, int, float]],
+                 phones: Callable[[], list[tuple[str, int, int, float]]], levels: np.ndarray,
+                 spare_below_bar: bool = False) -> Recognition | None:
+        """Score how well the grammar's command words fit, then check them against the phone loop.
 
-        ``levels``: dB of each 10 ms frame decoded (``_levels``), to tell words from a room's echo.
+        ``phones``: the phone loop's path, decoded on first call. ``levels``: dB of each 10 ms frame decoded
+        (``_levels``), to tell words from a room's echo. ``spare_below_bar``: see ``_best``; a match whose
+        refusal could still lead to the "please" search is checked all the same.
         """
         words = self._words(grammar)
         if not words:
             return None
+        phrase = self._phrase(words)
+        if _core(phrase) not in self.COMMAND_OF:
+            return None  # the search ran out of audio part-way through the grammar: no whole command
         first, last = words[0][1], words[-1][2]
-        spoken = [seg for seg in phones if seg[0] != "SIL"]
+        # Pauses between command words count too: a long hesitation is not the command.
+        fit = sum(seg[3] for seg in grammar if first <= seg[1] and seg[2] <= last) / (last - first + 1)
+        worst = min((seg[3] / (seg[2] - seg[1] + 1) for seg in words if _base(seg[0]) not in FILLER_WORDS),
+                    default=fit)
+        score = fit + WORST_WORD_WEIGHT * worst
+        found = Recognition(command=self.COMMAND_OF[_core(phrase)], phrase=phrase,
+                            score=score if math.isfinite(score) else -math.inf,
+                            start=first / _FRAME_RATE, end=(last + 1) / _FRAME_RATE)
+        if (spare_below_bar and found.score < min_score_for(self._settings, found.command, self.STRICT)
+                and _core(phrase) not in self._polite_prefixes):
+            return found
+        spoken = [seg for seg in phones() if seg[0] != "SIL"]
         fillers = [seg for seg in grammar if seg[0].startswith(("<", "[")) and seg[2] >= first]
         # Only speech at a talker's level counts: the phone loop also hears phones in a reverberant
         # tail or a fading "-ing", which the grammar rightly calls silence.
@@ -605,17 +631,7 @@ class CommandRecognizer:
             _overlap(p, t[1], t[2]) for p in spoken for t in tails)
         if unexplained > MAX_UNEXPLAINED_FRAMES or leading > MAX_LEADING_FRAMES:
             return None
-        phrase = self._phrase(words)
-        if _core(phrase) not in self.COMMAND_OF:
-            return None  # the search ran out of audio part-way through the grammar: no whole command
-        # Pauses between command words count too: a long hesitation is not the command.
-        fit = sum(seg[3] for seg in grammar if first <= seg[1] and seg[2] <= last) / (last - first + 1)
-        worst = min((seg[3] / (seg[2] - seg[1] + 1) for seg in words if _base(seg[0]) not in FILLER_WORDS),
-                    default=fit)
-        score = fit + WORST_WORD_WEIGHT * worst
-        return Recognition(command=self.COMMAND_OF[_core(phrase)], phrase=phrase,
-                           score=score if math.isfinite(score) else -math.inf,
-                           start=first / _FRAME_RATE, end=(last + 1) / _FRAME_RATE)
+        return found
 
 
 def min_score_for(settings: CommandSettings, command: str, strict: frozenset[str] = DELETING) -> float:
