@@ -267,7 +267,7 @@ def test_the_answer_never_reaches_the_vault_or_the_satellite(state_dir: Path) ->
         vault.add_recipient(generate_identity()[1])
         worker = UtteranceWorker(settings, PrivacyState(state_dir / "state.json"), seen.append,
                                  recognizer=CommandRecognizer(settings.commands, ["alexa"]), vault=vault,
-                                 answers=AnswerRecognizer(settings.commands),
+                                 answers=lambda: AnswerRecognizer(settings.commands),
                                  on_request=lambda u: handed.append(u) or None)
         worker.start()
 
@@ -287,3 +287,40 @@ def test_the_answer_never_reaches_the_vault_or_the_satellite(state_dir: Path) ->
         assert [e.TYPE for e in seen if e.TYPE in ("recorded", "confirm", "not_deleted", "deleted")] == \
             ["recorded", "confirm", "not_deleted", "confirm", "deleted"]
         assert vault.list() == []
+
+
+def test_an_answer_that_cannot_be_heard_deletes_nothing(state_dir: Path) -> None:
+    """The answer recogniser is built on the first deletion asked back; if it cannot be (a damaged model), a
+    "yes" deletes nothing, the log says why, and the next request is handled as usual."""
+    from voxkeep.capture import Utterance
+    from voxkeep.commands import CommandRecognizer
+    from voxkeep.errors import ModelError
+    from voxkeep.handling import Answer, UtteranceWorker
+    from voxkeep.owner import generate_identity
+    from voxkeep.privacy import PrivacyState
+    from voxkeep.vault import Vault
+
+    def broken() -> CommandRecognizer:
+        raise ModelError("the pocketsphinx en-us model is missing; reinstall pocketsphinx")
+
+    settings = load_settings(None, {"state_dir": str(state_dir), "wake": {"words": ["alexa"]}})
+    seen: list[Event] = []
+    with Vault(state_dir, settings.vault) as vault:
+        vault.add_recipient(generate_identity()[1])
+        worker = UtteranceWorker(settings, PrivacyState(state_dir / "state.json"), seen.append,
+                                 recognizer=CommandRecognizer(settings.commands, ["alexa"]), vault=vault,
+                                 answers=broken)
+        worker.start()
+
+        def said(text: str, t: float) -> Utterance:
+            pcm = np.concatenate([silence(0.3), speak(text), silence(0.8)])
+            return Utterance(t, t + len(pcm) / 16000, "alexa", 0.9, pcm, 0, 0, 0, True, 0.0)
+
+        worker.submit(said("what will the weather be like tomorrow", 1.0), wait=True)
+        worker.submit(said("delete what I just said", 10.0), wait=True)
+        worker.submit(Answer(t_end=14.0, pcm=np.concatenate([silence(0.3), speak("yes"), silence(0.8)])), wait=True)
+        worker.submit(said("what time is it", 20.0), wait=True)
+        worker.stop()
+        assert [e.TYPE for e in seen if e.TYPE in ("recorded", "confirm", "not_deleted", "deleted")] == \
+            ["recorded", "confirm", "not_deleted", "recorded"]
+        assert len(vault.list()) == 2

@@ -8,6 +8,7 @@ own source, pin factory and clock through the same function.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -206,7 +207,7 @@ def _build(settings: Settings, state_dir: Path, lock: StateLock, *, source: Audi
     worker = UtteranceWorker(
         settings, privacy, bus.publish, recognizer=recognizer, vault=vault,
         on_command=lambda command: tones.play(TONE_FOR[command]),
-        answers=AnswerRecognizer(settings.commands) if settings.commands.confirm_deletes else None,
+        answers=functools.partial(AnswerRecognizer, settings.commands) if settings.commands.confirm_deletes else None,
         on_ask=lambda: tones.play("confirm"),
         on_recorded=lambda u, rec_id: forwarder.submit(rec_id, u.pcm, u.t_end,
                                                        lambda: privacy.mode is Mode.LISTENING),

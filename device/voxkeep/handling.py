@@ -76,11 +76,12 @@ class UtteranceWorker:
                  on_command: Callable[[str], None] | None = None,
                  on_recorded: Callable[[Utterance, str], None] | None = None,
                  on_request: Callable[[Utterance], Callable[[str | None], None] | None] | None = None,
-                 answers: Recognizer | None = None, on_ask: Callable[[], None] | None = None) -> None:
+                 answers: Callable[[], Recognizer] | None = None, on_ask: Callable[[], None] | None = None) -> None:
         """``on_request`` gets each utterance judged not to be a privacy command, before it is stored (the
         Home Assistant satellite streams it); what it returns is told the recording id, or None if none.
-        ``answers`` hears "yes"/"no" in an answer window (voxkeep.commands.AnswerRecognizer); without it
-        deletions are not asked back. ``on_ask`` plays the "confirm?" tone."""
+        ``answers`` builds what hears "yes"/"no" in an answer window (voxkeep.commands.AnswerRecognizer), on the
+        first deletion asked back: most speakers never delete by voice, and it holds 9 MB. Without it deletions
+        are not asked back. ``on_ask`` plays the "confirm?" tone."""
         self._settings = settings
         self._privacy = privacy
         self._publish = publish
@@ -89,7 +90,8 @@ class UtteranceWorker:
         self._on_command = on_command
         self._on_recorded = on_recorded
         self._on_request = on_request
-        self._answers = answers
+        self._make_answers = answers
+        self._answers: Recognizer | None = None
         self._on_ask = on_ask
         self._queue: queue.Queue[Utterance | Answer | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._pending: tuple[str, str] | None = None
@@ -163,7 +165,7 @@ class UtteranceWorker:
             self._publish(Command(t=min(t_cmd, u.t_end), command=command))
             if u.arbitration is not None:
                 u.arbitration.tell(command)  # "don't record anymore" was said to the whole house
-            if command in ASKED_BACK and self._settings.commands.confirm_deletes and self._answers is not None:
+            if command in ASKED_BACK and self._settings.commands.confirm_deletes and self._make_answers is not None:
                 self._ask(command, u)  # handled once answered: the LED keeps blinking while it listens
                 return
             self._carry_out(command, u.t_end)
@@ -186,6 +188,11 @@ class UtteranceWorker:
         self._publish(Confirm(t=u.t_end, command=command, seconds=seconds))
         with self._ask_lock:
             self._asked = seconds
+        if self._answers is None and self._make_answers is not None:
+            try:  # while the answer window is open: it is judged once it ends
+                self._answers = self._make_answers()
+            except VoxkeepError as exc:
+                log.error("cannot hear the answer, so nothing will be deleted: %s", exc)
 
     def _settle(self, answer: Answer) -> None:
         """Carry out the deletion waiting for ``answer`` if it is a clear "yes"; else say it was not deleted."""
@@ -196,8 +203,8 @@ class UtteranceWorker:
             self._asked = None  # not taken yet (stopped, muted): no window opens for a lapsed question
         reason = answer.cancelled
         if not reason:
-            assert self._answers is not None and answer.pcm is not None
-            heard = self._answers.recognize(answer.pcm)
+            assert answer.pcm is not None
+            heard = self._answers.recognize(answer.pcm) if self._answers is not None else None
             said = None if heard is None else str(heard.command)
             if said == "yes":
                 self._carry_out(command, answer.t_end)
