@@ -12,6 +12,7 @@ Timers and pause-satellite are sent on request. Everything received is recorded 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -110,7 +111,8 @@ class LoopbackHomeAssistant:
             for task in (reader, pinger):
                 task.cancel()
             self._loop.run_until_complete(asyncio.gather(reader, pinger, return_exceptions=True))
-            self._loop.run_until_complete(self._client.disconnect())
+            with contextlib.suppress(ConnectionError):  # the satellite may have reset it already
+                self._loop.run_until_complete(self._client.disconnect())
             self._loop.close()
 
     async def _connect(self) -> None:
@@ -149,7 +151,10 @@ class LoopbackHomeAssistant:
         from wyoming.wake import Detection
 
         while True:
-            event = await self._client.read_event()
+            try:
+                event = await self._client.read_event()
+            except ConnectionError:  # closed with our events unread: the kernel sends a reset, not an end
+                event = None
             if event is None:
                 self.closed_by_peer.set()
                 return
