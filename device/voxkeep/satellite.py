@@ -385,7 +385,8 @@ class Satellite:
         if conn is None or why is not None:
             log.info("satellite: an utterance was not sent (%s)", why or "Home Assistant went away")
             return
-        audio = np.asarray(u.pcm[u.command_start:], dtype="<i2").tobytes()
+        # From where the request began: a pause before it (the owner waiting for the LED) stays on the device.
+        audio = np.asarray(u.pcm[u.request_start:], dtype="<i2").tobytes()
         sent = 0
         stopped = ""
         self._streaming(True)
