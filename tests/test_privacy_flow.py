@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -251,36 +254,49 @@ def test_a_new_wake_word_instead_of_an_answer_deletes_nothing_and_is_heard(tmp_p
     assert len(of_type(events, "recorded")) == 3 and len(_recording_ids(owned)) == 3  # the new request is kept
 
 
-def test_the_answer_never_reaches_the_vault_or_the_satellite(state_dir: Path) -> None:
-    """The worker's contract: an answer window is judged yes/no and dropped, whatever it holds."""
+def _said(text: str, t: float) -> Any:
+    """The utterance of ``text`` after an "alexa" wake at audio time ``t``, as the loop hands it over."""
     from voxkeep.capture import Utterance
-    from voxkeep.commands import AnswerRecognizer, CommandRecognizer
-    from voxkeep.handling import Answer, UtteranceWorker
+
+    pcm = np.concatenate([silence(0.3), speak(text), silence(0.8)])
+    return Utterance(t, t + len(pcm) / 16000, "alexa", 0.9, pcm, 0, 0, 0, True, 0.0)
+
+
+@contextlib.contextmanager
+def _worker(state_dir: Path, answers: Any, on_request: Any = None) -> Iterator[tuple[Any, Any, list[Event]]]:
+    """The utterance worker as the daemon runs it, on a vault with an owner: (worker, vault, events)."""
+    from voxkeep.commands import CommandRecognizer
+    from voxkeep.handling import UtteranceWorker
     from voxkeep.owner import generate_identity
     from voxkeep.privacy import PrivacyState
     from voxkeep.vault import Vault
 
     settings = load_settings(None, {"state_dir": str(state_dir), "wake": {"words": ["alexa"]}})
     seen: list[Event] = []
-    handed: list[Utterance] = []
     with Vault(state_dir, settings.vault) as vault:
         vault.add_recipient(generate_identity()[1])
         worker = UtteranceWorker(settings, PrivacyState(state_dir / "state.json"), seen.append,
                                  recognizer=CommandRecognizer(settings.commands, ["alexa"]), vault=vault,
-                                 answers=lambda: AnswerRecognizer(settings.commands),
-                                 on_request=lambda u: handed.append(u) or None)
+                                 answers=answers, on_request=on_request)
         worker.start()
+        yield worker, vault, seen
 
-        def said(text: str, t: float) -> Utterance:
-            pcm = np.concatenate([silence(0.3), speak(text), silence(0.8)])
-            return Utterance(t, t + len(pcm) / 16000, "alexa", 0.9, pcm, 0, 0, 0, True, 0.0)
 
-        worker.submit(said("what will the weather be like tomorrow", 1.0), wait=True)
-        worker.submit(said("delete what I just said", 10.0), wait=True)
+def test_the_answer_never_reaches_the_vault_or_the_satellite(state_dir: Path) -> None:
+    """The worker's contract: an answer window is judged yes/no and dropped, whatever it holds."""
+    from voxkeep.commands import AnswerRecognizer
+    from voxkeep.config import CommandSettings
+    from voxkeep.handling import Answer
+
+    handed: list[Any] = []
+    with _worker(state_dir, lambda: AnswerRecognizer(CommandSettings()),
+                 on_request=lambda u: handed.append(u) or None) as (worker, vault, seen):
+        worker.submit(_said("what will the weather be like tomorrow", 1.0), wait=True)
+        worker.submit(_said("delete what I just said", 10.0), wait=True)
         assert worker.take_answer_request() == 4.0 and worker.take_answer_request() is None  # one at a time
         answer = np.concatenate([silence(0.3), speak("yes, and what will the weather be like"), silence(0.8)])
         worker.submit(Answer(t_end=14.0, pcm=answer), wait=True)  # not a clear yes: kept, never passed on
-        worker.submit(said("delete what I just said", 20.0), wait=True)
+        worker.submit(_said("delete what I just said", 20.0), wait=True)
         worker.submit(Answer(t_end=24.0, pcm=np.concatenate([silence(0.3), speak("yes"), silence(0.8)])), wait=True)
         worker.stop()
         assert len(handed) == 1 and handed[0].t_wake == 1.0  # only the weather request went to the satellite
@@ -292,34 +308,17 @@ def test_the_answer_never_reaches_the_vault_or_the_satellite(state_dir: Path) ->
 def test_an_answer_that_cannot_be_heard_deletes_nothing(state_dir: Path) -> None:
     """The answer recogniser is built on the first deletion asked back; if it cannot be (a damaged model), a
     "yes" deletes nothing, the log says why, and the next request is handled as usual."""
-    from voxkeep.capture import Utterance
-    from voxkeep.commands import CommandRecognizer
     from voxkeep.errors import ModelError
-    from voxkeep.handling import Answer, UtteranceWorker
-    from voxkeep.owner import generate_identity
-    from voxkeep.privacy import PrivacyState
-    from voxkeep.vault import Vault
+    from voxkeep.handling import Answer
 
-    def broken() -> CommandRecognizer:
+    def broken() -> Any:
         raise ModelError("the pocketsphinx en-us model is missing; reinstall pocketsphinx")
 
-    settings = load_settings(None, {"state_dir": str(state_dir), "wake": {"words": ["alexa"]}})
-    seen: list[Event] = []
-    with Vault(state_dir, settings.vault) as vault:
-        vault.add_recipient(generate_identity()[1])
-        worker = UtteranceWorker(settings, PrivacyState(state_dir / "state.json"), seen.append,
-                                 recognizer=CommandRecognizer(settings.commands, ["alexa"]), vault=vault,
-                                 answers=broken)
-        worker.start()
-
-        def said(text: str, t: float) -> Utterance:
-            pcm = np.concatenate([silence(0.3), speak(text), silence(0.8)])
-            return Utterance(t, t + len(pcm) / 16000, "alexa", 0.9, pcm, 0, 0, 0, True, 0.0)
-
-        worker.submit(said("what will the weather be like tomorrow", 1.0), wait=True)
-        worker.submit(said("delete what I just said", 10.0), wait=True)
+    with _worker(state_dir, broken) as (worker, vault, seen):
+        worker.submit(_said("what will the weather be like tomorrow", 1.0), wait=True)
+        worker.submit(_said("delete what I just said", 10.0), wait=True)
         worker.submit(Answer(t_end=14.0, pcm=np.concatenate([silence(0.3), speak("yes"), silence(0.8)])), wait=True)
-        worker.submit(said("what time is it", 20.0), wait=True)
+        worker.submit(_said("what time is it", 20.0), wait=True)
         worker.stop()
         assert [e.TYPE for e in seen if e.TYPE in ("recorded", "confirm", "not_deleted", "deleted")] == \
             ["recorded", "confirm", "not_deleted", "recorded"]

@@ -16,6 +16,7 @@ import logging
 import socket
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -461,42 +462,48 @@ def test_doctor_says_where_the_satellite_listens_and_whether_anything_may_be_sen
     assert "consented: requests after a wake word are sent" in out
 
 
+@contextlib.contextmanager
+def _consented_home_assistant(d: Daemonless) -> Iterator[LoopbackHomeAssistant]:
+    """A Home Assistant connected to a satellite the owner has consented to."""
+    d.vault.consent("satellite", "grant", "cli")
+    ha = LoopbackHomeAssistant("127.0.0.1", d.sat.port).start()
+    try:
+        assert wait_until(lambda: d.sat.connected)
+        yield ha
+    finally:
+        ha.close()
+
+
+def _stream(d: Daemonless, ha: LoopbackHomeAssistant, pcm: Any, request_start: int = 0) -> None:
+    """Hand the satellite one utterance after an "alexa" wake and wait until its audio has stopped."""
+    from voxkeep.capture import Utterance
+
+    tell = d.sat.request(Utterance(t_wake=1.0, t_end=6.0, wake_word="alexa", score=0.9, pcm=pcm, command_start=0,
+                                   window_start=0, request_start=request_start, store_allowed=True, wall_time=0.0))
+    assert tell is not None
+    tell(None)
+    assert d.sat.drain(10)
+    assert wait_until(lambda: ha.pipelines and ha.pipelines[0].stopped)
+
+
 def test_a_pause_before_the_request_is_not_sent(state_dir: Path, models_dir: Path) -> None:
     """The owner waited 3 s for the LED before speaking: Home Assistant gets the request, not the wait."""
     import numpy as np
 
-    from voxkeep.capture import Utterance
-
-    with Daemonless(state_dir, models_dir) as d:
-        d.vault.consent("satellite", "grant", "cli")
-        ha = LoopbackHomeAssistant("127.0.0.1", d.sat.port).start()
-        try:
-            assert wait_until(lambda: d.sat.connected)
-            pcm = np.concatenate([np.full(3 * 16000, 7, np.int16), np.full(2 * 16000, 300, np.int16)])
-            tell = d.sat.request(Utterance(t_wake=1.0, t_end=6.0, wake_word="alexa", score=0.9, pcm=pcm,
-                                           command_start=0, window_start=0, request_start=3 * 16000,
-                                           store_allowed=True, wall_time=0.0))
-            assert tell is not None
-            tell(None)
-            assert d.sat.drain(10)
-            assert wait_until(lambda: ha.pipelines and ha.pipelines[0].stopped)
-        finally:
-            ha.close()
-        sent = np.frombuffer(bytes(ha.pipelines[0].audio), "<i2")
-        assert len(sent) == 2 * 16000 and set(sent.tolist()) == {300}
+    with Daemonless(state_dir, models_dir) as d, _consented_home_assistant(d) as ha:
+        pcm = np.concatenate([np.full(3 * 16000, 7, np.int16), np.full(2 * 16000, 300, np.int16)])
+        _stream(d, ha, pcm, request_start=3 * 16000)
+    sent = np.frombuffer(bytes(ha.pipelines[0].audio), "<i2")
+    assert len(sent) == 2 * 16000 and set(sent.tolist()) == {300}
 
 
 def test_a_revoke_while_streaming_stops_the_audio_before_the_next_chunk(state_dir: Path, models_dir: Path) -> None:
     import numpy as np
 
-    from voxkeep.capture import Utterance
     from voxkeep.wyoming_wire import CHUNK_SAMPLES
 
     with Daemonless(state_dir, models_dir) as d:
-        d.vault.consent("satellite", "grant", "cli")
-        ha = LoopbackHomeAssistant("127.0.0.1", d.sat.port).start()
-        try:
-            assert wait_until(lambda: d.sat.connected)
+        with _consented_home_assistant(d) as ha:
             asked = 0
             ledger = d.vault.active_consents
 
@@ -506,16 +513,7 @@ def test_a_revoke_while_streaming_stops_the_audio_before_the_next_chunk(state_di
                 return ledger() if asked <= 5 else []
 
             d.vault.active_consents = revoked_after_five_looks  # type: ignore[method-assign]
-            pcm = np.full(5 * 16000, 300, np.int16)
-            tell = d.sat.request(Utterance(t_wake=1.0, t_end=6.0, wake_word="alexa", score=0.9, pcm=pcm,
-                                           command_start=0, window_start=0, request_start=0, store_allowed=True,
-                                           wall_time=0.0))
-            assert tell is not None
-            tell(None)
-            assert d.sat.drain(10)
-            assert wait_until(lambda: ha.pipelines and ha.pipelines[0].stopped)
-        finally:
-            ha.close()
+            _stream(d, ha, np.full(5 * 16000, 300, np.int16))
         assert len(ha.pipelines[0].audio) == 3 * CHUNK_SAMPLES * 2  # not one chunk after the revoke
         entries = [json.loads(line) for line in (d.vault.dir / "audit.jsonl").read_text().splitlines()]
     (sent,) = [e for e in entries if e.get("kind") == "forwarded"]
