@@ -1,7 +1,7 @@
 """Privacy commands given a wake, per condition and per voice family, through the daemon's own window.
 
     python bench/commands_eval.py [--split report|tune] [--min-score X --delete-min-score Y] [--sweep]
-                                  [--delete-filler-words N] [--confirm] [--outside-voices]
+                                  [--delete-filler-words N] [--confirm] [--outside-voices] [--pause S]
 
 Each request is a wake phrase and a command (or a confusable sentence) in one voice, heard in one room
 (bench/corpus.py's voices and rooms: clean, brown or pink noise at 10 and 20 dB SNR, a simulated
@@ -207,9 +207,10 @@ Result = tuple[Request, Recognition | None, bool]
 
 
 def evaluate(split: str, quick: bool, settings: CommandSettings, models: Path,
-             outside: bool = False) -> list[Result]:
+             outside: bool = False, pause: float = 0.0) -> list[Result]:
     """(request, best grammar match in its window or None, woken?) for every request of the split; said by
-    ``corpus.OUTSIDE_VOICES`` instead of the split's own voices if ``outside``."""
+    ``corpus.OUTSIDE_VOICES`` instead of the split's own voices if ``outside``; with ``pause`` seconds of
+    silence between the wake phrase and the rest (the owner waiting for the LED), before the room."""
     rng = np.random.default_rng(13 if split == "report" else 12)
     specs = {"alexa": "alexa", "hey_jarvis": "hey_jarvis", "custom": str(models / "hey_marvin_v0.1.onnx")}
     recognizers = {w: CommandRecognizer(settings, [Path(s).stem.rsplit("_v", 1)[0]]) for w, s in specs.items()}
@@ -224,7 +225,13 @@ def evaluate(split: str, quick: bool, settings: CommandSettings, models: Path,
         for req, text in plan:
             if req.wake != wake:
                 continue
-            audio = corpus.say(text, voices[req.voice], speed=int(rng.choice(corpus.SPEEDS)))
+            speed = int(rng.choice(corpus.SPEEDS))
+            if pause:  # said apart: the wake phrase, a wait, then the request
+                audio = np.concatenate([corpus.say(WAKES[wake], voices[req.voice], speed=speed),
+                                        np.zeros(round(pause * SAMPLE_RATE), np.int16),
+                                        corpus.say(req.text, voices[req.voice], speed=speed)])
+            else:
+                audio = corpus.say(text, voices[req.voice], speed=speed)
             clip, detail = _room(audio, req.condition, split, rng)
             placed.append(dataclasses.replace(req, detail=detail, start=t, end=t + len(clip) / SAMPLE_RATE))
             parts.append(clip)
@@ -360,6 +367,8 @@ def main() -> int:
     parser.add_argument("--delete-filler-words", type=int, help="commands.delete_filler_words (default: the config's)")
     parser.add_argument("--outside-voices", action="store_true", help="the split's sentences and rooms said by "
                         "Festival voices no split has (corpus.OUTSIDE_VOICES; needs the festival packages)")
+    parser.add_argument("--pause", type=float, default=0.0, metavar="SECONDS",
+                        help="silence between the wake phrase and the request, 0-8 s (default 0: said in one breath)")
     parser.add_argument("--confirm", action="store_true", help="measure the yes/no answer to a deletion asked back "
                         "(commands.confirm_deletes) instead")
     args = parser.parse_args()
@@ -380,7 +389,9 @@ def main() -> int:
         confirm_eval(args.split, settings)
         print(f"\nin {time.perf_counter() - t0:.0f} s")
         return 0
-    results = evaluate(args.split, args.quick, settings, default_models_dir(), args.outside_voices)
+    if not 0.0 <= args.pause <= 8.0:
+        parser.error(f"--pause must be 0 to 8 seconds, not {args.pause}")
+    results = evaluate(args.split, args.quick, settings, default_models_dir(), args.outside_voices, args.pause)
     for key in ("condition", "family", "wake", *(("voice",) if args.outside_voices else ())):
         table(results, settings, key)
     misses(results, settings)
