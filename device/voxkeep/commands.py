@@ -485,7 +485,7 @@ class CommandRecognizer:
         Audio past ``commands.max_seconds`` (plus one second for the wake tail) is ignored.
         """
         best = self._best(pcm, spare_below_bar=True)
-        if best is None or best.score < min_score_for(self._settings, best.command, self.STRICT):
+        if best is None or not self._reaches_bar(best):
             log.debug("command window rejected (score %s)", "n/a" if best is None else f"{best.score:.2f}")
             return None
         log.debug("command %s (score %.2f)", best.command, best.score)
@@ -526,7 +526,7 @@ class CommandRecognizer:
                     found = self._compare(polite, phones, levels, spare_below_bar)
             if found is None:
                 return None
-            if spare_below_bar and found.score < min_score_for(self._settings, found.command, self.STRICT):
+            if spare_below_bar and not self._reaches_bar(found):
                 return found
             check = self._open or (found.command in DELETING and self._has_open)
             heard = self._decode("open", raw) if check else None
@@ -534,6 +534,10 @@ class CommandRecognizer:
             return None
         offset = span.start / SAMPLE_RATE
         return dataclasses.replace(found, start=found.start + offset, end=found.end + offset)
+
+    def _reaches_bar(self, found: Recognition) -> bool:
+        """Whether ``found`` fits well enough to be obeyed (``min_score_for`` its command)."""
+        return found.score >= min_score_for(self._settings, found.command, self.STRICT)
 
     def _words(self, segments: list[tuple[str, int, int, float]]) -> list[tuple[str, int, int, float]]:
         """The spoken words of a decoded path: no silences, fillers or wake-word tails."""
@@ -601,8 +605,9 @@ class CommandRecognizer:
         words = self._words(grammar)
         if not words:
             return None
-        phrase = self._phrase(words)
-        if _core(phrase) not in self.COMMAND_OF:
+        phrase = " ".join(_base(seg[0]) for seg in words)
+        core = _core(phrase)
+        if core not in self.COMMAND_OF:
             return None  # the search ran out of audio part-way through the grammar: no whole command
         first, last = words[0][1], words[-1][2]
         # Pauses between command words count too: a long hesitation is not the command.
@@ -610,11 +615,10 @@ class CommandRecognizer:
         worst = min((seg[3] / (seg[2] - seg[1] + 1) for seg in words if _base(seg[0]) not in FILLER_WORDS),
                     default=fit)
         score = fit + WORST_WORD_WEIGHT * worst
-        found = Recognition(command=self.COMMAND_OF[_core(phrase)], phrase=phrase,
+        found = Recognition(command=self.COMMAND_OF[core], phrase=phrase,
                             score=score if math.isfinite(score) else -math.inf,
                             start=first / _FRAME_RATE, end=(last + 1) / _FRAME_RATE)
-        if (spare_below_bar and found.score < min_score_for(self._settings, found.command, self.STRICT)
-                and _core(phrase) not in self._polite_prefixes):
+        if spare_below_bar and not self._reaches_bar(found) and core not in self._polite_prefixes:
             return found
         spoken = [seg for seg in phones() if seg[0] != "SIL"]
         fillers = [seg for seg in grammar if seg[0].startswith(("<", "[")) and seg[2] >= first]
