@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import tempfile
 import threading
@@ -105,7 +106,17 @@ CONFUSABLE = {
 WAKES = {"alexa": "alexa", "hey_jarvis": "hey jarvis", "custom": "hey marvin"}
 """Wake words: two bundled ones by name, and a model given by path (the custom case: its tails come
 only from its file name, as for a user's own word)."""
-CONDITIONS = ("clean", "noise20", "noise10", "reverb")
+ISSUE_ROOMS = ("clean", "noise20", "noise10", "reverb")
+"""The rooms issue 13 sets its command bar in; the yes/no answers (--confirm) are measured in these."""
+CONDITIONS = (*ISSUE_ROOMS, "far", "babble", "silence", "back-to-back")
+"""ISSUE_ROOMS, then the rest of bench/corpus.py's (far field at -20 dB, three other people talking
+at 5 or 10 dB SNR, a gating microphone's exact digital silence) and two requests in a row (``BACK_TO_BACK``).
+The later four draw from their own random stream and play after the first four in each wake word's stream, so
+the first four's audio and figures are as before they were added."""
+BACK_TO_BACK = "back-to-back"
+BACK_TO_BACK_GAP = (0.5, 1.5)
+"""Seconds between the end of one request and the next wake phrase, said by the same voice, in a quiet room (half
+the pairs) or in brown or pink noise at 10 dB SNR: "alexa, stop recording. alexa, delete what I just said"."""
 COMMAND_STRIDE = 3
 """Each voice says every third phrase of PHRASES (rotating by voice), so every phrase is said in every
 condition by several voices of each family."""
@@ -124,6 +135,8 @@ class Request:
     wake: str
     start: float
     end: float
+    pair: int = 0
+    """0 alone; 1 or 2: the first or second of two requests in a row (BACK_TO_BACK)."""
 
 
 def _noisy(clip: np.ndarray, snr_db: float, rng: np.random.Generator) -> tuple[np.ndarray, str]:
@@ -133,11 +146,17 @@ def _noisy(clip: np.ndarray, snr_db: float, rng: np.random.Generator) -> tuple[n
     return np.clip(np.round(x), -32768, 32767).astype(np.int16), f"{colour}{snr_db:g}"
 
 
+@functools.cache
+def _backgrounds(split: str) -> corpus.Backgrounds:
+    return corpus.Backgrounds(split)
+
+
 def _room(audio: np.ndarray, condition: str, split: str, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     if condition.startswith("noise"):
         clean, _ = corpus.apply_condition(audio, "clean", split, rng, None)  # type: ignore[arg-type]
         return _noisy(clean, float(condition.removeprefix("noise")), rng)
-    return corpus.apply_condition(audio, condition, split, rng, None)  # type: ignore[arg-type]
+    return corpus.apply_condition(audio, condition, split, rng,
+                                  _backgrounds(split) if condition == "babble" else None)  # type: ignore[arg-type]
 
 
 def requests(split: str, quick: bool, voices: tuple[corpus.Voice, ...]) -> list[tuple[Request, str]]:
@@ -153,14 +172,20 @@ def requests(split: str, quick: bool, voices: tuple[corpus.Voice, ...]) -> list[
             items += [(voice, p, c) for i, (p, c) in enumerate(phrases) if (i + v) % stride == 0]
         items += [(voices[(i + CONDITIONS.index(condition)) % len(voices)], t, None)
                   for i, t in enumerate(confusable)]
-        for voice, text, expect in items:
-            # Wake words take turns; with as many voices as wake words (or a multiple) the turns are shifted
-            # every round, or each voice would only ever say one wake word.
-            turn = k + (k // len(WAKES) if len(voices) % len(WAKES) == 0 else 0)
-            wake = list(WAKES)[turn % len(WAKES)]
-            k += 1
-            out.append((Request(voice.engine, voice.label, text, expect, condition, "", wake, 0.0, 0.0),
-                        f"{WAKES[wake]}, {text}"))
+        pairs = condition == BACK_TO_BACK
+        if pairs and len(items) % 2:
+            items.pop()
+        for j, (voice, text, expect) in enumerate(items):
+            if pairs and j % 2:  # the second of a pair: the same voice and wake word as the first
+                voice, wake = items[j - 1][0], out[-1][0].wake
+            else:
+                # Wake words take turns; with as many voices as wake words (or a multiple) the turns are shifted
+                # every round, or each voice would only ever say one wake word.
+                turn = k + (k // len(WAKES) if len(voices) % len(WAKES) == 0 else 0)
+                wake = list(WAKES)[turn % len(WAKES)]
+                k += 1
+            out.append((Request(voice.engine, voice.label, text, expect, condition, "", wake, 0.0, 0.0,
+                                pair=1 + j % 2 if pairs else 0), f"{WAKES[wake]}, {text}"))
     return out
 
 
@@ -218,24 +243,43 @@ def evaluate(split: str, quick: bool, settings: CommandSettings, models: Path,
     plan = requests(split, quick, spoken_by)
     results: list[Result] = []
     voices = {v.label: v for v in spoken_by}
+    later = np.random.default_rng(113 if split == "report" else 112)  # CONDITIONS' later four
     for wake in WAKES:
         parts: list[np.ndarray] = []
         placed: list[Request] = []
         t = 0.0
+        first: tuple[Request, np.ndarray] | None = None  # of a pair, until its second is said
+        pairs = sum(req.wake == wake and req.pair == 2 for req, _ in plan)
         for req, text in plan:
             if req.wake != wake:
                 continue
-            speed = int(rng.choice(corpus.SPEEDS))
+            r = rng if req.condition in ISSUE_ROOMS else later
+            speed = int(r.choice(corpus.SPEEDS))
             if pause:  # said apart: the wake phrase, a wait, then the request
                 audio = np.concatenate([corpus.say(WAKES[wake], voices[req.voice], speed=speed),
                                         np.zeros(round(pause * SAMPLE_RATE), np.int16),
                                         corpus.say(req.text, voices[req.voice], speed=speed)])
             else:
                 audio = corpus.say(text, voices[req.voice], speed=speed)
-            clip, detail = _room(audio, req.condition, split, rng)
-            placed.append(dataclasses.replace(req, detail=detail, start=t, end=t + len(clip) / SAMPLE_RATE))
+            if req.pair == 1:
+                first = req, audio
+                continue
+            room, cut = req.condition, 0.0
+            if req.pair == 2 and first is not None:  # one clip: the first request, a short gap, this one
+                gap = np.zeros(round(float(r.uniform(*BACK_TO_BACK_GAP)) * SAMPLE_RATE), np.int16)
+                # The first half in a quiet room, the rest in noise: noise that starts right after a quiet
+                # room's request would run into its window, which no room does.
+                room = "clean" if 2 * sum(q.pair == 2 for q in placed) < pairs else "noise10"
+                cut = corpus.LEAD + (len(first[1]) + len(gap) / 2) / SAMPLE_RATE
+                audio = np.concatenate([first[1], gap, audio])
+            clip, detail = _room(audio, room, split, r)
+            end = t + len(clip) / SAMPLE_RATE
+            if cut:
+                placed.append(dataclasses.replace(first[0], detail=detail, start=t, end=t + cut))  # type: ignore[index]
+                first = None
+            placed.append(dataclasses.replace(req, detail=detail, start=t + cut if cut else t, end=end))
             parts.append(clip)
-            t += len(clip) / SAMPLE_RATE
+            t = end
         with tempfile.TemporaryDirectory(prefix="voxkeep-cmdeval-") as tmp:
             utterances = play(np.concatenate(parts), specs[wake], models, Path(tmp))
         for req in placed:
@@ -327,7 +371,7 @@ def confirm_eval(split: str, settings: CommandSettings) -> None:
         for text, kind in trials:
             audio = corpus.say(text, voice, speed=int(rng.choice(corpus.SPEEDS))) if text else \
                 np.zeros(SAMPLE_RATE, np.int16)
-            for condition in (*CONDITIONS, "echo"):
+            for condition in (*ISSUE_ROOMS, "echo"):
                 clip, _ = _room(audio, "clean" if condition == "echo" else condition, split, rng)
                 window = clip[int(corpus.LEAD * SAMPLE_RATE) - lead:].astype(np.float32)
                 if condition == "echo":  # the speaker's own tone, at the window's start
@@ -394,6 +438,7 @@ def main() -> int:
     results = evaluate(args.split, args.quick, settings, default_models_dir(), args.outside_voices, args.pause)
     for key in ("condition", "family", "wake", *(("voice",) if args.outside_voices else ())):
         table(results, settings, key)
+    table([r for r in results if r[0].pair], settings, "pair")  # back-to-back: the first request, the second
     misses(results, settings)
     if args.sweep:
         sweep(results)
