@@ -5,7 +5,8 @@
 
 Each request is a wake phrase and a command (or a confusable sentence) in one voice, heard in one room
 (bench/corpus.py's voices and rooms: clean, brown or pink noise at 10 and 20 dB SNR, a simulated
-reverberant room), with ``alexa``, ``hey_jarvis`` or a custom wake word (a model given by path, as a
+reverberant room, far field, other people talking, a gating microphone's digital silence, and two requests
+in a row), with ``alexa``, ``hey_jarvis`` or a custom wake word (a model given by path, as a
 user's own would be). All requests of a wake word play as one stream through the real ``Daemon``: its
 wake detector and second look as shipped (faint wakes included; the figures are "given a wake"), its
 endpointer and its command window; the recogniser then scores the exact window the utterance worker would hand it. So a
