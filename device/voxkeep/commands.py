@@ -24,7 +24,8 @@ The window (which starts inside the wake phrase) is cut to its sound plus a fixe
 search (``speech_span``), so how much quiet surrounds a command never changes its score. A window whose
 speech stands less than NOISY_SNR_DB above its own floor (a fan, a dishwasher, traffic) first goes through
 WebRTC's noise suppression (``webrtc-noise-gain``), fresh for each window; a quiet room's windows do not,
-because there the suppressor only blurs consonants the acoustic model needs.
+because there the suppressor only blurs consonants the acoustic model needs. A gating microphone's exact
+zeros between sounds reach the decoder as a quiet room's tone (``ungated``).
 
 Privacy: nothing a rejected utterance said is kept, logged or returned. The only text that ever leaves
 this module is the grammar phrase of an accepted command, which is one of a fixed list.
