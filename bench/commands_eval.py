@@ -251,6 +251,7 @@ def evaluate(split: str, quick: bool, settings: CommandSettings, models: Path,
         t = 0.0
         first: tuple[Request, np.ndarray] | None = None  # of a pair, until its second is said
         pairs = sum(req.wake == wake and req.pair == 2 for req, _ in plan)
+        paired = 0
         for req, text in plan:
             if req.wake != wake:
                 continue
@@ -265,20 +266,21 @@ def evaluate(split: str, quick: bool, settings: CommandSettings, models: Path,
             if req.pair == 1:
                 first = req, audio
                 continue
-            room, cut = req.condition, 0.0
-            if req.pair == 2 and first is not None:  # one clip: the first request, a short gap, this one
+            room, start = req.condition, t
+            if req.pair == 2:  # one clip: the first request, a short gap, this one
+                assert first is not None  # requests() puts the first of a pair just before its second
                 gap = np.zeros(round(float(r.uniform(*BACK_TO_BACK_GAP)) * SAMPLE_RATE), np.int16)
                 # The first half in a quiet room, the rest in noise: noise that starts right after a quiet
                 # room's request would run into its window, which no room does.
-                room = "clean" if 2 * sum(q.pair == 2 for q in placed) < pairs else "noise10"
-                cut = corpus.LEAD + (len(first[1]) + len(gap) / 2) / SAMPLE_RATE
+                room = "clean" if 2 * paired < pairs else "noise10"
+                paired += 1
+                start = t + corpus.LEAD + (len(first[1]) + len(gap) / 2) / SAMPLE_RATE
                 audio = np.concatenate([first[1], gap, audio])
             clip, detail = _room(audio, room, split, r)
             end = t + len(clip) / SAMPLE_RATE
-            if cut:
-                placed.append(dataclasses.replace(first[0], detail=detail, start=t, end=t + cut))  # type: ignore[index]
-                first = None
-            placed.append(dataclasses.replace(req, detail=detail, start=t + cut if cut else t, end=end))
+            if req.pair == 2:
+                placed.append(dataclasses.replace(first[0], detail=detail, start=t, end=start))  # type: ignore[index]
+            placed.append(dataclasses.replace(req, detail=detail, start=start, end=end))
             parts.append(clip)
             t = end
         with tempfile.TemporaryDirectory(prefix="voxkeep-cmdeval-") as tmp:

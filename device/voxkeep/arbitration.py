@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from .capture import speech_dbfs
+from .commands import FAIL_SAFE
 from .config import ArbitrationSettings
 from .events import Arbitration, Event, Handled
 
@@ -56,8 +57,6 @@ SKEW_SECONDS = 0.5
 """Largest difference between two speakers' clocks under which their claims still meet."""
 MAX_PAYLOAD_BYTES = 512
 """Longest accepted arbitration payload; a real claim is about 130 bytes."""
-HOUSE_COMMANDS = frozenset({"stop_recording", "stop_sharing"})
-"""Commands the winner passes on to the speakers that lost its wake: each can only keep or share less."""
 COMMAND_MEMORY_SECONDS = 60.0
 """How long a lost claim can still receive the winner's command (an utterance, then its recognition)."""
 _DEVICE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -126,8 +125,8 @@ def parse_house_command(payload: bytes) -> tuple[str, str, str]:
     """``(winner device, its claim id, command)`` from a command payload, or BadPayload."""
     data = _load(payload)
     command = data.get("command")
-    if command not in HOUSE_COMMANDS:
-        raise BadPayload(f"'command' must be one of {', '.join(sorted(HOUSE_COMMANDS))}")
+    if command not in FAIL_SAFE:
+        raise BadPayload(f"'command' must be one of {', '.join(sorted(FAIL_SAFE))}")
     return _text(data, "device", _DEVICE), _text(data, "id", _CLAIM_ID), str(command)
 
 
@@ -178,7 +177,7 @@ class Round:
 
     def tell(self, command: str) -> None:
         """The winner heard ``command``: pass it on to the speakers that lost this wake, if it is for the house."""
-        if self._arbiter is not None and self.outcome == "won" and self.others and command in HOUSE_COMMANDS:
+        if self._arbiter is not None and self.outcome == "won" and self.others and command in FAIL_SAFE:
             self._arbiter.send_command(self, command)
 
 

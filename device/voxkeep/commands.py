@@ -161,7 +161,8 @@ only grammar tails ending in its first 1.3 s are taken for it, not words of a se
 +1 of 46, REPORT +2 of 50, no confusable more accepted on either)."""
 
 FAIL_SAFE = frozenset({"stop_recording", "stop_sharing"})
-"""Commands that only make the speaker keep or share less: obeyed in a room full of talk (RUN_ON_FRAMES)."""
+"""Commands that can only make the speaker keep or share less: obeyed in a room full of talk (RUN_ON_FRAMES), and
+the only ones a speaker that won a wake passes on to those that lost it (voxkeep.arbitration)."""
 
 RUN_ON_FRAMES = int(SPAN_PAD_SECONDS * _FRAME_RATE)
 """When more than half of a window's last frames this many (its margin after the last sound, had the talk
@@ -686,9 +687,9 @@ class CommandRecognizer:
         talker = float(np.median(said)) - TALKER_RANGE_DB if said.size else -math.inf
         loud = np.concatenate([levels > max(floor + UNEXPLAINED_LEVEL * (peak - floor), talker), np.zeros(1, bool)])
         cum = np.concatenate([[0], np.cumsum(loud)])
-        unexplained = sum(_loud_in(cum, max(p[1], f[1]), min(p[2], f[2])) for p in spoken for f in fillers)
-        if found.command in FAIL_SAFE and levels.size and np.mean(_sounding(levels)[-RUN_ON_FRAMES:]) > 0.5:
-            unexplained = 0  # talk ran on to the window's end: see RUN_ON_FRAMES
+        talk_ran_on = found.command in FAIL_SAFE and levels.size and np.mean(_sounding(levels)[-RUN_ON_FRAMES:]) > 0.5
+        unexplained = 0 if talk_ran_on else sum(  # see RUN_ON_FRAMES
+            _loud_in(cum, max(p[1], f[1]), min(p[2], f[2])) for p in spoken for f in fillers)
         # The wake word's tail is expected before the command (the window starts inside it); only
         # speech the grammar could not explain as that tail counts as a sentence before the command.
         tails = [s for s in grammar if _base(s[0]) in self._tails and s[2] < min(first, MAX_TAIL_END_FRAMES)]
