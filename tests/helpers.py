@@ -98,3 +98,13 @@ def running_daemon(state_dir: Path, *, settings: dict[str, Any] | None = None, p
     finally:
         app.daemon.stop.set()
         thread.join(10)
+
+
+def reverberant(samples: np.ndarray, rt60: float, seed: int = 5) -> np.ndarray:
+    """``samples`` in a reverberant room: exponentially decaying noise as the impulse response."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rt60 * 16000)) / 16000
+    ir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
+    ir[0] = 1.0
+    wet = np.convolve(samples.astype(np.float64), ir / np.sqrt(np.sum(ir ** 2)))
+    return np.clip(wet, -32768, 32767).astype(np.int16)

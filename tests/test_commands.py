@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from tests.helpers import reverberant
 from voxkeep import SAMPLE_RATE
 from voxkeep.commands import PHRASES, CommandRecognizer
 from voxkeep.config import CommandSettings
@@ -278,6 +279,37 @@ def test_commands_are_understood_in_flite_voices(recognizer: CommandRecognizer, 
     room = np.random.default_rng(2).normal(0.0, 12.0, len(quiet))  # a quiet room, never exact zeros
     got = recognizer.recognize(np.clip(quiet + room, -32768, 32767).astype(np.int16))
     assert got is not None and got.command == command, f"{text!r} ({voice}) -> {got}"
+
+
+def _far(sentence: np.ndarray) -> np.ndarray:
+    """``sentence`` from across a larger room: reverberant (RT60 0.6 s), its voice at -46 dBFS (20 dB under a
+    talker near the speaker) over a quiet room's pink tone at -66 dBFS. Such windows measure 24-28 dB from
+    floor to peak, as noise at 20 dB SNR does."""
+    from voxkeep.simulate import make_noise
+
+    wet = reverberant(np.concatenate([silence(0.5), sentence, silence(0.5)]), 0.6).astype(np.float64)
+    voiced = wet[np.abs(wet) > 0.05 * np.abs(wet).max()]
+    wet *= 32768 * 10 ** (-46 / 20) / np.sqrt(np.mean(voiced ** 2))
+    room = make_noise("pink", len(wet), np.random.default_rng(6), Path()) * 32768 * 10 ** (-66 / 20)
+    return np.clip(np.round(wet + room), -32768, 32767).astype(np.int16)
+
+
+@pytest.mark.parametrize(("voice", "engine", "text", "command"), [
+    ("en-us+f3", "espeak-ng", "please don't record anymore", "stop_recording"),
+    ("en-gb", "espeak-ng", "please stop sharing", "stop_sharing"),
+    ("en-us", "espeak-ng", "delete everything I said today", "delete_today"),
+    ("slt", "flite", "please don't record anymore", "stop_recording"),
+    ("rms", "flite", "please don't record anymore", "stop_recording"),
+    ("awb", "flite", "please don't record anymore", "stop_recording"),
+    ("awb", "flite", "stop recording", "stop_recording")])
+def test_a_command_from_across_the_room_is_understood(recognizer: CommandRecognizer, voice: str, engine: str,
+                                                      text: str, command: str) -> None:
+    """A talker far off was judged as the audio came in, because only a window in noise (under 20 dB from floor to
+    peak) was denoised, and the decoder lost the words in the room's reverberant tail. A refused window between
+    20 and 30 dB is now judged again, denoised: five of these seven were refused before (35 of 42 commands
+    in six voices are now understood in this room, against 30)."""
+    got = recognizer.recognize(_far(window_of(speak(text, voice=voice, engine=engine))))
+    assert got is not None and got.command == command, f"{text!r} ({voice}) from across the room -> {got}"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.helpers import events_of, one_error_line, run_cli
+from tests.helpers import events_of, one_error_line, reverberant, run_cli
 from voxkeep import FRAME_SAMPLES, SAMPLE_RATE
 from voxkeep.config import WakeSettings
 from voxkeep.engine import EnergyGate, WakeEngine
@@ -258,23 +258,13 @@ def test_by_default_each_word_runs_on_the_engine_that_hears_it_best(models_dir: 
         assert any(alone.process(f) for f in frames) is wakes, engine
 
 
-def _reverberant(samples: np.ndarray, rt60: float, seed: int = 5) -> np.ndarray:
-    """``samples`` in a reverberant room: exponentially decaying noise as the impulse response."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(rt60 * 16000)) / 16000
-    ir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
-    ir[0] = 1.0
-    wet = np.convolve(samples.astype(np.float64), ir / np.sqrt(np.sum(ir ** 2)))
-    return np.clip(wet, -32768, 32767).astype(np.int16)
-
-
 def test_microwakeword_overturns_a_classifier_refusal_of_a_phrase_it_hears(models_dir: Path) -> None:
     """alexa's classifier, trained on synthesized voices, refuses many voices unlike them, most of all in
     reverberation: "alexa, what time is it" (flite slt, RT60 0.6 s) is refused by it, heard by
     microWakeWord's alexa over the same buffered audio, and kept. Silence is still refused, and
     ``verify_witness = 0`` brings the refusal back."""
     rng = np.random.default_rng(11)
-    audio = np.concatenate([_room(1.0, 30, rng), _reverberant(speak("alexa, what time is it", voice="slt",
+    audio = np.concatenate([_room(1.0, 30, rng), reverberant(speak("alexa, what time is it", voice="slt",
                                                                      engine="flite"), 0.6), _room(3.0, 30, rng)])
     frames = audio[: len(audio) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
     silence = np.zeros(32000, dtype=np.int16)
@@ -494,7 +484,7 @@ def test_a_faint_wake_that_microwakeword_also_hears_wakes_and_a_faint_rise_alone
     microWakeWord does not hear (silence, a near miss) is refused."""
     rng = np.random.default_rng(11)
     request = speak("hey jarvis, please don't record anymore", voice="awb", engine="flite")
-    audio = np.concatenate([_room(1.0, 30, rng), _reverberant(request, 0.6), _room(3.0, 30, rng)])
+    audio = np.concatenate([_room(1.0, 30, rng), reverberant(request, 0.6), _room(3.0, 30, rng)])
     frames = audio[: len(audio) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
     bare = WakeDetector(WakeSettings(words=["hey_jarvis"], verify=False), models_dir)
     peak = 0.0
