@@ -42,14 +42,6 @@ as much quiet as a request said straight after the wake word has, so such reques
 (the command recogniser and its figures were tuned on them)."""
 
 
-WAKE_TAIL_SECONDS = 0.4
-"""Sound after the wake fired that stops within this long is the wake phrase's own end (the model fires 0.1-0.3 s
-before the word ends, or inside "hey marvin") or a room's echo of it, not a request: the speaker keeps waiting
-for the request, up to ``commands.wait_seconds``. It used to end the wait, and the window closed 0.7 s later
-with no request in it: bench/commands_eval.py --pause 2.5 (wake word, 2.5 s wait, request), TUNE, 37 of 538
-woken requests lost that way, 15 of 67 in a reverberant room. A request said at once lasts longer than this,
-so its window is unchanged."""
-
 NOISY_ROOM_DB = 18.0
 """A talker less than this far above the room's floor (speech band) is in a noisy room: there the quiet
 that ends a request must last NOISY_SILENCE_FACTOR times longer. On bench/commands_eval.py's TUNE windows
@@ -175,9 +167,6 @@ class UtteranceCapture:
         self._silence_frames = max(1, round(silence_seconds / FRAME_SECONDS))
         self._grace_frames = max(1, round(start_grace_seconds / FRAME_SECONDS))
         self._after = 0
-        self._last_loud = 0
-        """The last frame after the wake that was loud (see WAKE_TAIL_SECONDS)."""
-        self._tail_frames = round(WAKE_TAIL_SECONDS / FRAME_SECONDS)
         self._heard_speech = False
         self._quiet_run = 0
         self._waited = 0
@@ -194,12 +183,8 @@ class UtteranceCapture:
                 self._waited = self._after - 1
             self._heard_speech = True
             self._quiet_run = 0
-            self._last_loud = self._after
         else:
             self._quiet_run += 1
-        if self._heard_speech and self._waited == 0 and self._last_loud <= self._tail_frames \
-                and self._quiet_run >= self._silence_frames:
-            self._heard_speech = False  # only the wake phrase's tail: keep waiting for the request
         done = (
             self._after - self._waited >= self._max_frames
             or (self._heard_speech and self._silence_ended())
