@@ -64,13 +64,16 @@ def test_each_command_is_recognised(recognizer: CommandRecognizer, speech, text:
     assert 0 <= got.start < got.end <= len(pcm) / SAMPLE_RATE
 
 
+def _in_quiet_room(pcm: np.ndarray) -> np.ndarray:
+    """``pcm`` over a quiet room's self-noise (about -69 dBFS): a real microphone never sends exact zeros."""
+    return np.clip(pcm + np.random.default_rng(2).normal(0.0, 12.0, len(pcm)), -32768, 32767).astype(np.int16)
+
+
 @pytest.mark.parametrize("voice", ["en-gb", "en+f3"])
 def test_other_voices_are_recognised(recognizer: CommandRecognizer, speech, voice: str) -> None:
     """Over a quiet room's tone, as a microphone hears them: ``window`` alone joins the wake tail to the file's
     exact digital silence, which the decoder now hears as a gating microphone's (see the next test)."""
-    pcm = window(speech("please don't record anymore", voice=voice))
-    got = recognizer.recognize(np.clip(pcm + np.random.default_rng(2).normal(0.0, 12.0, len(pcm)), -32768, 32767)
-                               .astype(np.int16))
+    got = recognizer.recognize(_in_quiet_room(window(speech("please don't record anymore", voice=voice))))
     assert got is not None and got.command == "stop_recording"
 
 
@@ -275,9 +278,8 @@ def test_commands_are_understood_in_flite_voices(recognizer: CommandRecognizer, 
                                                  command: str) -> None:
     """flite's rms voice lets "recording" fade out slowly; the phone loop heard that fading tail as a
     word after the command and "stop recording" was refused. Only speech at a talker's level counts now."""
-    quiet = np.concatenate([window_of(speak(text, voice=voice, engine="flite")), silence(0.5)])
-    room = np.random.default_rng(2).normal(0.0, 12.0, len(quiet))  # a quiet room, never exact zeros
-    got = recognizer.recognize(np.clip(quiet + room, -32768, 32767).astype(np.int16))
+    got = recognizer.recognize(_in_quiet_room(np.concatenate([window_of(speak(text, voice=voice, engine="flite")),
+                                                              silence(0.5)])))
     assert got is not None and got.command == command, f"{text!r} ({voice}) -> {got}"
 
 

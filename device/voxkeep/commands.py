@@ -564,19 +564,24 @@ class CommandRecognizer:
         samples = self._checked(pcm)
         if samples.size < SAMPLE_RATE // 4 or float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) < QUIET_RMS:
             return None
-        floor, peak = _floor_and_peak(_levels(samples))
+        db = _levels(samples)
+        floor, peak = _floor_and_peak(db)
         if peak - floor < NOISY_SNR_DB:
-            return self._judge(denoised(samples), spare_below_bar=spare_below_bar)
-        found = self._judge(samples, spare_below_bar=spare_below_bar)
+            return self._judge_denoised(samples, spare_below_bar)
+        found = self._judge(samples, db, spare_below_bar=spare_below_bar)
         if peak - floor < RETRY_DENOISED_DB and (found is None or not self._reaches_bar(found)):
-            retry = self._judge(denoised(samples), spare_below_bar=spare_below_bar)
+            retry = self._judge_denoised(samples, spare_below_bar)
             if retry is not None and (found is None or self._reaches_bar(retry) or retry.score > found.score):
                 return retry
         return found
 
-    def _judge(self, samples: np.ndarray, *, spare_below_bar: bool) -> Recognition | None:
-        """``_best`` for one version of the window (as it came in, or denoised): the searches and the checks."""
-        db = _levels(samples)
+    def _judge_denoised(self, samples: np.ndarray, spare_below_bar: bool) -> Recognition | None:
+        cleaned = denoised(samples)
+        return self._judge(cleaned, _levels(cleaned), spare_below_bar=spare_below_bar)
+
+    def _judge(self, samples: np.ndarray, db: np.ndarray, *, spare_below_bar: bool) -> Recognition | None:
+        """``_best`` for one version of the window (as it came in, or denoised; ``db``: its ``_levels``): the
+        searches and the checks."""
         span = speech_span(samples, db)
         block = SAMPLE_RATE // _FRAME_RATE
         levels = db[span.start // block:-(-span.stop // block)]  # the span's blocks (it starts on one)
