@@ -191,11 +191,15 @@ def requests(split: str, quick: bool, voices: tuple[corpus.Voice, ...]) -> list[
 
 
 class _Collector:
-    """Stands in for the utterance worker: keeps each finished utterance for scoring."""
+    """Stands in for the utterance worker: keeps each finished utterance for scoring, and judges early windows
+    as the worker does (the capture waits on for a request when one holds no command)."""
 
-    def __init__(self) -> None:
+    def __init__(self, recognizer: CommandRecognizer, max_seconds: float) -> None:
         self.utterances: list[Utterance] = []
         self.stats: dict[str, int] = {}
+        self._recognizer = recognizer
+        self._max_seconds = max_seconds
+        self._verdict: tuple[Utterance, bool] | None = None
 
     def start(self) -> None:
         pass
@@ -207,6 +211,13 @@ class _Collector:
         self.utterances.append(utterance)
         return True
 
+    def peek(self, early: Utterance, *, wait: bool) -> None:
+        self._verdict = early, self._recognizer.recognize(early.command_window(self._max_seconds)) is not None
+
+    def take_peek_verdict(self) -> tuple[Utterance, bool] | None:
+        verdict, self._verdict = self._verdict, None
+        return verdict
+
     def take_answer_request(self) -> float | None:
         return None  # nothing is asked back here: deletions are judged as recognised
 
@@ -214,13 +225,14 @@ class _Collector:
         pass
 
 
-def play(stream: np.ndarray, wake_spec: str, models: Path, tmp: Path) -> list[Utterance]:
+def play(stream: np.ndarray, wake_spec: str, models: Path, tmp: Path, recognizer: CommandRecognizer,
+         max_seconds: float) -> list[Utterance]:
     """Every utterance the daemon's loop captures in ``stream``, woken as the daemon wakes by default (its
     second look, faint wakes included): the figures are "given a wake" of the product as shipped."""
     settings = load_settings(None, {"state_dir": str(tmp / "state"), "wake": {"words": [wake_spec]}})
     (tmp / "state").mkdir(mode=0o700, exist_ok=True)
     wav = write_wav(tmp / "stream.wav", stream)
-    collector = _Collector()
+    collector = _Collector(recognizer, max_seconds)
     privacy = PrivacyState(tmp / "state" / "privacy.json")
     detector = WakeDetector(settings.wake, models)
     daemon = Daemon(settings, WavFileSource(wav), detector, privacy, EventBus(live=False), collector,  # type: ignore[arg-type]
@@ -284,7 +296,8 @@ def evaluate(split: str, quick: bool, settings: CommandSettings, models: Path,
             parts.append(clip)
             t = end
         with tempfile.TemporaryDirectory(prefix="voxkeep-cmdeval-") as tmp:
-            utterances = play(np.concatenate(parts), specs[wake], models, Path(tmp))
+            utterances = play(np.concatenate(parts), specs[wake], models, Path(tmp), recognizers[wake],
+                              settings.max_seconds)
         for req in placed:
             mine = [u for u in utterances if req.start <= u.t_wake < req.end]
             if not mine:

@@ -66,6 +66,39 @@ def test_a_request_after_a_pause_may_last_the_maximum_from_where_it_begins() -> 
     assert done.request_start / 16000 == pytest.approx(3.0 - 1.0, abs=0.1)  # the pause is marked, not cut
 
 
+def test_a_short_sound_after_the_wake_is_offered_for_judging_and_the_wait_goes_on() -> None:
+    """The wake model fires before "hey marvin" is over, and a room echoes it: 0.2 s of that sound, then the owner
+    waits 2.5 s for the LED and speaks. The window as it stood after that sound is offered once to be judged (it
+    may be a short command said at once); the capture waits on, and its window holds both the sound and the
+    request, without most of the pause."""
+    endpointer = Endpointer()
+    cap = UtteranceCapture(preroll=[], t_wake=0.0, wake_word="w", score=1.0, store_allowed=True, wall_time=0.0,
+                           endpointer=endpointer, max_seconds=4.0, silence_seconds=0.7, start_grace_seconds=4.0)
+    request, tail = speak("stop recording"), speak("la")
+    tail = tail[np.argmax(np.abs(tail) > 0.05 * np.abs(tail).max()):][:3200]
+    after = np.concatenate([tail, _noise(2.5, -70.0), request, _noise(2.0, -70.0)])
+    for frame in _frames(_noise(3.0, -70.0, seed=1)):  # the room, heard before the wake word
+        endpointer.observe(speech_dbfs(frame))
+    done, offered = None, []
+    for i, frame in enumerate(_frames(after), 1):
+        endpointer.observe(speech_dbfs(frame))
+        done = cap.feed(frame, i * FRAME_SECONDS)
+        offered += [(i * FRAME_SECONDS, early) for early in [cap.take_early()] if early is not None]
+        if done is not None:
+            break
+    assert done is not None
+    assert len(offered) == 1
+    at, early = offered[0]
+    assert at == pytest.approx(0.2 + 0.7, abs=0.17)  # offered as soon as the quiet after the sound was heard
+    assert len(early.command_window(4.0)) / 16000 == pytest.approx(at, abs=0.01)
+    begins = 2.7 + np.nonzero(np.abs(request) > 0.05 * np.abs(request).max())[0][0] / 16000
+    assert done.t_end > begins + len(request) / 16000 - 0.5  # the request was waited for, and heard out
+    assert done.request_start / 16000 == pytest.approx(begins - 1.0, abs=0.16)
+    window = done.command_window(4.0)
+    assert np.array_equal(window[:3200], after[:3200])  # the early sound is still in the window ...
+    assert len(window) / 16000 < done.t_end - 1.0  # ... and the pause (1.7 s of it at least) is not
+
+
 def test_never_longer_than_the_maximum() -> None:
     endless = np.tile(speak("la la la la la la"), 6)
     assert _capture(-70.0, endless, max_seconds=4.0) == pytest.approx(4.0, abs=0.1)

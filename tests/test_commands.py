@@ -524,3 +524,21 @@ def test_the_delete_only_check_guards_deletions_and_leaves_other_commands_alone(
     assert got is not None and got.command == "delete_last"
     got = guarded.recognize(flite_window("don't record anymore"))
     assert got is not None and got.command == "stop_recording"
+
+
+@pytest.mark.parametrize(("voice", "engine", "text"), [("en-us", "espeak-ng", "stop recording"),
+                                                       ("en-gb", "espeak-ng", "please don't record anymore"),
+                                                       ("slt", "flite", "stop recording")])
+@pytest.mark.scene
+def test_a_command_after_waiting_for_the_led_is_obeyed_in_a_reverberant_room(tmp_path: Path, voice: str,
+                                                                              engine: str, text: str) -> None:
+    """"Alexa", 2.5 s of waiting, then the command, in a room with RT60 0.6 s. The end of "alexa" (the wake
+    model fires before it ends) and its echo were taken for the request beginning; 0.7 s of quiet then closed
+    the window before the owner spoke. The espeak-ng cases got a wake and no command."""
+    audio = np.concatenate([silence(1.0), speak("alexa", voice=voice, engine=engine), silence(2.5),
+                            speak(text, voice=voice, engine=engine), silence(2.0)])
+    wet = reverberant(audio, 0.6).astype(np.float64)
+    room = np.random.default_rng(3).normal(0.0, 12.0, len(wet))  # a quiet room, never exact zeros
+    events = _daemon_events(tmp_path, np.clip(wet + room, -32768, 32767).astype(np.int16))
+    heard = [(e["type"], e.get("command")) for e in events if e["type"] in ("wake", "command")]
+    assert heard == [("wake", None), ("command", "stop_recording")], heard

@@ -323,3 +323,25 @@ def test_an_answer_that_cannot_be_heard_deletes_nothing(state_dir: Path) -> None
         assert [e.TYPE for e in seen if e.TYPE in ("recorded", "confirm", "not_deleted", "deleted")] == \
             ["recorded", "confirm", "not_deleted", "recorded"]
         assert len(vault.list()) == 2
+
+
+def test_an_early_window_is_only_judged_and_its_command_stands_for_that_wake(state_dir: Path) -> None:
+    """While the loop waits on for a request, the short sound after the wake is judged beside it. That judging
+    obeys, stores and passes on nothing; a command found in it is what that wake's utterance is taken for."""
+    import dataclasses
+
+    handed: list[Any] = []
+    with _worker(state_dir, None, on_request=lambda u: handed.append(u) or None) as (worker, vault, seen):
+        worker.peek(_said("what will the weather be like tomorrow", 1.0), wait=True)
+        assert worker.take_peek_verdict()[1] is False and worker.take_peek_verdict() is None
+        early = _said("stop recording", 5.0)
+        worker.peek(early, wait=True)
+        assert worker.take_peek_verdict() == (early, True)
+        assert seen == [] and handed == []  # nothing obeyed, stored or sent off yet
+        later = np.concatenate([early.pcm, speak("what will the weather be like"), silence(0.8)])
+        worker.submit(dataclasses.replace(early, pcm=later, t_end=5.0 + len(later) / 16000), wait=True)
+        worker.submit(_said("what time is it", 10.0), wait=True)  # not recording now: nothing kept
+        worker.stop()
+        assert [(e.TYPE, getattr(e, "command", None)) for e in seen if e.TYPE in ("command", "recorded")] == \
+            [("command", "stop_recording")]
+        assert handed[0].t_wake == 10.0 and len(handed) == 1 and vault.list() == []

@@ -42,6 +42,14 @@ as much quiet as a request said straight after the wake word has, so such reques
 (the command recogniser and its figures were tuned on them)."""
 
 
+WAKE_TAIL_SECONDS = 0.4
+"""Sound after the wake that stops within this long may be the wake phrase's own end (the model fires before
+"hey marvin" is over) or the room's echo of it, not a request: 0.7 s of quiet after it closed the window, and a
+request said after waiting for the LED was lost (bench/commands_eval.py --pause 2.5, TUNE: 37 of 538 woken
+requests, 15 of 67 in a reverberant room). It may also be a short command said at once ("stop sharing"). So the
+window as it stands is judged at once, beside the loop (``UtteranceCapture.early``), and the speaker keeps
+waiting for a request only if it held no command: a command said at once is obeyed as soon as before."""
+
 NOISY_ROOM_DB = 18.0
 """A talker less than this far above the room's floor (speech band) is in a noisy room: there the quiet
 that ends a request must last NOISY_SILENCE_FACTOR times longer. On bench/commands_eval.py's TUNE windows
@@ -134,13 +142,18 @@ class Utterance:
     """Unix time of the wake, for the vault's index."""
     arbitration: Any = None
     """The wake's round among the home's speakers (voxkeep.arbitration.Round), when arbitration is on."""
+    head_end: int | None = None
+    """Index in ``pcm`` where the short sound right after the wake ended, when the capture waited on past it
+    (``WAKE_TAIL_SECONDS``); None when it did not. That sound stays in the command window before the request."""
 
     def command_window(self, max_seconds: float) -> np.ndarray:
-        """The audio the command recogniser judges: the wake phrase's tail, then at most ``max_seconds`` of the
-        request. A pause between them (the owner waiting for the LED) is left out, so a request after a pause
-        is judged as one said at once."""
-        request = self.pcm[self.request_start:self.request_start + int(max_seconds * SAMPLE_RATE)]
-        return np.concatenate([self.pcm[self.window_start:self.command_start], request])
+        """The audio the command recogniser judges: the wake phrase's tail (and any short sound right after the
+        wake), then at most ``max_seconds`` of the request. A pause between them (the owner waiting for the LED)
+        is left out, so a request after a pause is judged as one said at once."""
+        head_end = self.command_start if self.head_end is None else self.head_end
+        start = max(self.request_start, head_end)
+        request = self.pcm[start:start + int(max_seconds * SAMPLE_RATE)]
+        return np.concatenate([self.pcm[self.window_start:head_end], request])
 
 
 class UtteranceCapture:
@@ -167,6 +180,14 @@ class UtteranceCapture:
         self._silence_frames = max(1, round(silence_seconds / FRAME_SECONDS))
         self._grace_frames = max(1, round(start_grace_seconds / FRAME_SECONDS))
         self._after = 0
+        self._last_loud = 0
+        """The last loud frame after the wake, counted from 1."""
+        self._tail_frames = round(WAKE_TAIL_SECONDS / FRAME_SECONDS)
+        self.early: Utterance | None = None
+        """The window as it stood when a short sound right after the wake was followed by quiet: to be judged at
+        once, while the capture waits on for a request (see WAKE_TAIL_SECONDS)."""
+        self._early_taken = False
+        self._head_end: int | None = None
         self._heard_speech = False
         self._quiet_run = 0
         self._waited = 0
@@ -183,14 +204,27 @@ class UtteranceCapture:
                 self._waited = self._after - 1
             self._heard_speech = True
             self._quiet_run = 0
+            self._last_loud = self._after
         else:
             self._quiet_run += 1
+        ended = self._heard_speech and self._silence_ended()
+        if ended and self.early is None and self._waited == 0 and self._last_loud <= self._tail_frames:
+            self.early = self.finish(t)
+            self._head_end = self._command_start + self._last_loud * FRAME_SAMPLES
+            self._heard_speech = ended = False  # wait on for a request, unless the early window holds a command
         done = (
             self._after - self._waited >= self._max_frames
-            or (self._heard_speech and self._silence_ended())
+            or ended
             or (not self._heard_speech and self._after >= self._grace_frames)
         )
         return self.finish(t) if done else None
+
+    def take_early(self) -> Utterance | None:
+        """The early window (``early``) the first time it is asked for once it exists, else None."""
+        if self.early is None or self._early_taken:
+            return None
+        self._early_taken = True
+        return self.early
 
     def _silence_ended(self) -> bool:
         """Whether the quiet run has been long enough to end the request: longer in a noisy room.
@@ -216,7 +250,8 @@ class UtteranceCapture:
         request_start = self._command_start + max(0, self._waited * FRAME_SAMPLES - round(REQUEST_PAD_SECONDS
                                                                                         * SAMPLE_RATE))
         return Utterance(self._t_wake, round(t_end, 6), word, score, pcm, self._command_start, self._window_start,
-                         min(request_start, len(pcm)), store_allowed, wall_time)
+                         min(request_start, len(pcm)), store_allowed, wall_time,
+                         head_end=None if self._head_end is None else min(self._head_end, len(pcm)))
 
 
 class Preroll:

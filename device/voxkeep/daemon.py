@@ -236,6 +236,8 @@ class Daemon:
                 if done is not None:
                     self._capture = None
                     self._submit(done)
+                else:
+                    self._judge_early()
         self._listen_for_answer(frame)
         # A hit within the refractory period of the last wake is that wake's own phrase still scoring,
         # possibly on another model ("hey jarvis" also scores as hey_marvin): never a new request.
@@ -333,6 +335,19 @@ class Daemon:
             silence_seconds=self.settings.commands.silence_seconds,
             start_grace_seconds=self.settings.commands.wait_seconds, lead_frames=lead)
         return True
+
+    def _judge_early(self) -> None:
+        """Have the worker judge the open capture's early window (a short sound right after the wake); if it held
+        a command, that window is the utterance and the wait for a request ends (voxkeep.capture.WAKE_TAIL_SECONDS).
+        """
+        assert self._capture is not None
+        early = self._capture.take_early()
+        if early is not None:
+            self.worker.peek(early, wait=not self.source.live)
+        verdict = self.worker.take_peek_verdict()
+        if verdict is not None and verdict[1] and verdict[0] is self._capture.early:
+            self._capture = None
+            self._submit(verdict[0])
 
     def _submit(self, utterance: Any) -> None:
         if self._round is not None:  # the worker holds it until the round is decided

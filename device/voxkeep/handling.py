@@ -9,6 +9,10 @@ A deletion by voice is asked back first (``commands.confirm_deletes``): the work
 asks the audio loop for an answer window (``take_answer_request``, polled by the loop, one at a time)
 and deletes only if that window's ``Answer`` is a clear "yes". An Answer is not an Utterance: it is
 never stored, forwarded or handed to ``on_request``.
+
+A capture still waiting for a request may hand over its early window (``peek``; voxkeep.capture.WAKE_TAIL_SECONDS):
+it is only judged, and the verdict goes back to the loop (``take_peek_verdict``). The command found in it stands
+for the utterance of that wake, so it is decoded once.
 """
 
 from __future__ import annotations
@@ -39,6 +43,13 @@ VOICE_ACTIONS = {"stop_recording": "recording_off", "start_recording": "recordin
 
 ASKED_BACK = frozenset({"delete_last", "delete_today"})
 """Commands that are asked back before they are carried out: they cannot be undone."""
+
+
+@dataclass(frozen=True)
+class _Peek:
+    """An early window to judge and report on, never to obey, store or forward by itself."""
+
+    utterance: Utterance
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,11 @@ class UtteranceWorker:
         self._make_answers = answers
         self._answers: Recognizer | None = None
         self._on_ask = on_ask
-        self._queue: queue.Queue[Utterance | Answer | None] = queue.Queue(maxsize=QUEUE_SIZE)
+        self._queue: queue.Queue[Utterance | Answer | _Peek | None] = queue.Queue(maxsize=QUEUE_SIZE)
+        self._peeked: tuple[float, str | None] | None = None
+        """(wake time, command or None) of the last early window judged; only the worker thread touches it."""
+        self._verdict: tuple[Utterance, bool] | None = None
+        """The last early window judged and whether it held a command, until the loop takes it."""
         self._pending: tuple[str, str] | None = None
         """(command, wake word) waiting for its answer; only the worker thread touches it."""
         self._ask_lock = threading.Lock()
@@ -114,6 +129,19 @@ class UtteranceWorker:
             seconds, self._asked = self._asked, None
         return seconds
 
+    def peek(self, early: Utterance, *, wait: bool) -> None:
+        """For the audio loop: judge ``early`` (a capture's early window) beside it; the verdict comes back through
+        ``take_peek_verdict``. Dropped when the queue is full: the whole utterance is judged later anyway."""
+        self._put(_Peek(early), wait=wait)
+
+    def take_peek_verdict(self) -> tuple[Utterance, bool] | None:
+        """For the audio loop, each frame: (early window, whether it held a command) once judged, else None."""
+        if self._verdict is None:  # the common case, without the lock
+            return None
+        with self._ask_lock:
+            verdict, self._verdict = self._verdict, None
+        return verdict
+
     def cancel_answer(self, reason: str, t: float, *, wait: bool) -> None:
         """For the audio loop: a mute or a new wake word ends any answer window asked for or open."""
         self.take_answer_request()
@@ -121,16 +149,22 @@ class UtteranceWorker:
 
     def submit(self, utterance: Utterance | Answer, *, wait: bool) -> bool:
         """Queue an utterance; with ``wait`` (file input) block until it has been handled."""
+        if self._put(utterance, wait=wait):
+            return True
+        self.dropped += 1
+        self._publish(Notice(t=utterance.t_end, level="warning",
+                             message="busy: an utterance was dropped unhandled (nothing stored)"))
+        return False
+
+    def _put(self, item: Utterance | Answer | _Peek, *, wait: bool) -> bool:
+        """Queue ``item``; with ``wait`` block until it has been handled; False if the queue was full."""
         if wait:
-            self._queue.put(utterance)
+            self._queue.put(item)
             self._queue.join()
             return True
         try:
-            self._queue.put_nowait(utterance)
+            self._queue.put_nowait(item)
         except queue.Full:
-            self.dropped += 1
-            self._publish(Notice(t=utterance.t_end, level="warning",
-                                 message="busy: an utterance was dropped unhandled (nothing stored)"))
             return False
         return True
 
@@ -147,6 +181,8 @@ class UtteranceWorker:
                     return
                 if isinstance(item, Answer):
                     self._settle(item)
+                elif isinstance(item, _Peek):
+                    self._judge_early(item.utterance)
                 else:
                     self._handle(item)
             except Exception:
@@ -243,9 +279,17 @@ class UtteranceWorker:
         self._publish(Handled(t=u.t_end, wake_word=u.wake_word, outcome="not_recorded", reason=reason))
         return None
 
+    def _judge_early(self, early: Utterance) -> None:
+        command = self._recognise(early)
+        self._peeked = (early.t_wake, command)
+        with self._ask_lock:
+            self._verdict = (early, command is not None)
+
     def _recognise(self, u: Utterance) -> str | None:
         if self._recognizer is None:
             return None
+        if self._peeked is not None and self._peeked[0] == u.t_wake and self._peeked[1] is not None:
+            return self._peeked[1]  # said at once, in the early window: the rest of the utterance is not a command
         result = self._recognizer.recognize(u.command_window(self._settings.commands.max_seconds))
         return None if result is None else str(result.command)
 
