@@ -345,3 +345,27 @@ def test_an_early_window_is_only_judged_and_its_command_stands_for_that_wake(sta
         assert [(e.TYPE, getattr(e, "command", None)) for e in seen if e.TYPE in ("command", "recorded")] == \
             [("command", "stop_recording")]
         assert handed[0].t_wake == 10.0 and len(handed) == 1 and vault.list() == []
+
+
+def test_from_a_live_microphone_a_command_after_waiting_for_the_led_is_obeyed(state_dir: Path) -> None:
+    """Live, the short sound after the wake (the end of "alexa" and its echo in a reverberant room) is judged
+    beside the loop while the speaker waits on; no command in it, so the request after the wait is heard."""
+    from tests.helpers import reverberant
+
+    settings = load_settings(None, {"state_dir": str(state_dir), "wake": {"words": ["alexa"]}})
+    said = np.concatenate([silence(1.0), speak("alexa"), silence(2.5), speak("stop recording"), silence(2.0)])
+    wet = reverberant(said, 0.6).astype(np.float64)
+    wet += np.random.default_rng(3).normal(0.0, 12.0, len(wet))  # a quiet room, never exact zeros
+    mic = FakePyAudio(np.concatenate([np.clip(wet, -32768, 32767).astype(np.int16), silence(30.0)]),
+                      accepts_16k=True, speed=2.0)
+    events: queue.Queue[Event] = queue.Queue()
+    app = build_app(settings, source=MicSource(pa_module=mic), extra_observers=[events.put], control=False)
+    thread = threading.Thread(target=app.run, daemon=True)
+    thread.start()
+    try:
+        while (e := events.get(timeout=20)).TYPE != "handled":
+            pass
+        assert e.outcome == "command" and app.privacy.mode.value == "not_recording"
+    finally:
+        app.daemon.stop.set()
+        thread.join(10)
