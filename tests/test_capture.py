@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from voxkeep import FRAME_SAMPLES
 from voxkeep.capture import FRAME_SECONDS, Endpointer, UtteranceCapture, speech_dbfs
@@ -97,6 +99,28 @@ def test_a_short_sound_after_the_wake_is_offered_for_judging_and_the_wait_goes_o
     window = done.command_window(4.0)
     assert np.array_equal(window[:3200], after[:3200])  # the early sound is still in the window ...
     assert len(window) / 16000 < done.t_end - 1.0  # ... and the pause (1.7 s of it at least) is not
+
+
+@given(st.lists(st.sampled_from([-100.0, -70.0, -50.0, -30.0, -10.0]), min_size=1, max_size=160))
+def test_any_sound_ends_in_a_bounded_capture_and_window(levels: list[float]) -> None:
+    """Whatever follows the wake (frame by frame: digital silence, a quiet room, speech, shouting), the capture
+    ends within the wait plus the maximum, offers its early window at most once, and the window judged stays
+    within the wake's tail, the short sound after it and the maximum request."""
+    endpointer = Endpointer()
+    cap = UtteranceCapture(preroll=[_noise(0.48, -70.0)], t_wake=0.0, wake_word="w", score=1.0,
+                           store_allowed=True, wall_time=0.0, endpointer=endpointer, max_seconds=2.0,
+                           silence_seconds=0.24, start_grace_seconds=1.0, lead_frames=1)
+    done, offered, i = None, 0, 0
+    while done is None:
+        level = levels[i % len(levels)]
+        frame = np.zeros(FRAME_SAMPLES, np.int16) if level < -90 else _noise(FRAME_SECONDS, level, seed=i)
+        endpointer.observe(speech_dbfs(frame))
+        i += 1
+        done = cap.feed(frame, i * FRAME_SECONDS)
+        offered += cap.take_early() is not None
+        assert i <= round((1.0 + 2.0) / FRAME_SECONDS)
+    assert offered <= 1
+    assert len(done.command_window(2.0)) <= FRAME_SAMPLES + round((0.4 + 2.0) * 16000)
 
 
 def test_never_longer_than_the_maximum() -> None:
