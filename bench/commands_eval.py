@@ -199,7 +199,7 @@ class _Collector:
         self.stats: dict[str, int] = {}
         self._recognizer = recognizer
         self._max_seconds = max_seconds
-        self._verdict: tuple[Utterance, bool] | None = None
+        self._verdict: tuple[float, bool] | None = None
 
     def start(self) -> None:
         pass
@@ -212,9 +212,9 @@ class _Collector:
         return True
 
     def peek(self, early: Utterance, *, wait: bool) -> None:
-        self._verdict = early, self._recognizer.recognize(early.command_window(self._max_seconds)) is not None
+        self._verdict = early.t_wake, self._recognizer.recognize(early.command_window(self._max_seconds)) is not None
 
-    def take_peek_verdict(self) -> tuple[Utterance, bool] | None:
+    def take_peek_verdict(self) -> tuple[float, bool] | None:
         verdict, self._verdict = self._verdict, None
         return verdict
 

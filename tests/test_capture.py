@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voxkeep import FRAME_SAMPLES
@@ -75,7 +75,8 @@ def test_a_short_sound_after_the_wake_is_offered_for_judging_and_the_wait_goes_o
     request, without most of the pause."""
     endpointer = Endpointer()
     cap = UtteranceCapture(preroll=[], t_wake=0.0, wake_word="w", score=1.0, store_allowed=True, wall_time=0.0,
-                           endpointer=endpointer, max_seconds=4.0, silence_seconds=0.7, start_grace_seconds=4.0)
+                           endpointer=endpointer, max_seconds=4.0, silence_seconds=0.7, start_grace_seconds=4.0,
+                           wait_past_tail=True)
     request, tail = speak("stop recording"), speak("la")
     tail = tail[np.argmax(np.abs(tail) > 0.05 * np.abs(tail).max()):][:3200]
     after = np.concatenate([tail, _noise(2.5, -70.0), request, _noise(2.0, -70.0)])
@@ -101,6 +102,16 @@ def test_a_short_sound_after_the_wake_is_offered_for_judging_and_the_wait_goes_o
     assert len(window) / 16000 < done.t_end - 1.0  # ... and the pause (1.7 s of it at least) is not
 
 
+def test_a_quick_yes_ends_the_answer_window_at_once() -> None:
+    """The answer to "confirm?" has no wake phrase in front of it: a short "yes" and 0.7 s of quiet end it, with no
+    waiting on for more (more talk in the window could only blur the yes)."""
+    yes = speak("yes")
+    yes = yes[np.argmax(np.abs(yes) > 0.05 * np.abs(yes).max()):][:4800]
+    took = _capture(-70.0, np.concatenate([yes, _noise(4.0, -70.0)]), max_seconds=4.0)
+    assert took == pytest.approx(0.3 + 0.7, abs=0.17)
+
+
+@settings(deadline=None, database=None)  # a slow machine (the arm64 image's emulator) is not a failure
 @given(st.lists(st.sampled_from([-100.0, -70.0, -50.0, -30.0, -10.0]), min_size=1, max_size=160))
 def test_any_sound_ends_in_a_bounded_capture_and_window(levels: list[float]) -> None:
     """Whatever follows the wake (frame by frame: digital silence, a quiet room, speech, shouting), the capture
@@ -109,7 +120,7 @@ def test_any_sound_ends_in_a_bounded_capture_and_window(levels: list[float]) -> 
     endpointer = Endpointer()
     cap = UtteranceCapture(preroll=[_noise(0.48, -70.0)], t_wake=0.0, wake_word="w", score=1.0,
                            store_allowed=True, wall_time=0.0, endpointer=endpointer, max_seconds=2.0,
-                           silence_seconds=0.24, start_grace_seconds=1.0, lead_frames=1)
+                           silence_seconds=0.24, start_grace_seconds=1.0, lead_frames=1, wait_past_tail=True)
     done, offered, i = None, 0, 0
     while done is None:
         level = levels[i % len(levels)]

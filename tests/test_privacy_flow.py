@@ -336,7 +336,7 @@ def test_an_early_window_is_only_judged_and_its_command_stands_for_that_wake(sta
         assert worker.take_peek_verdict()[1] is False and worker.take_peek_verdict() is None
         early = _said("stop recording", 5.0)
         worker.peek(early, wait=True)
-        assert worker.take_peek_verdict() == (early, True)
+        assert worker.take_peek_verdict() == (5.0, True)
         assert seen == [] and handed == []  # nothing obeyed, stored or sent off yet
         later = np.concatenate([early.pcm, speak("what will the weather be like"), silence(0.8)])
         worker.submit(dataclasses.replace(early, pcm=later, t_end=5.0 + len(later) / 16000), wait=True)

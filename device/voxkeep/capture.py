@@ -144,7 +144,8 @@ class Utterance:
     """The wake's round among the home's speakers (voxkeep.arbitration.Round), when arbitration is on."""
     head_end: int | None = None
     """Index in ``pcm`` where the short sound right after the wake ended, when the capture waited on past it
-    (``WAKE_TAIL_SECONDS``); None when it did not. That sound stays in the command window before the request."""
+    (``WAKE_TAIL_SECONDS``); None when it did not, and always on the early window itself (``UtteranceCapture.early``),
+    which ends there. That sound stays in the command window before the request."""
 
     def command_window(self, max_seconds: float) -> np.ndarray:
         """The audio the command recogniser judges: the wake phrase's tail (and any short sound right after the
@@ -165,8 +166,11 @@ class UtteranceCapture:
 
     def __init__(self, *, preroll: Iterable[np.ndarray], t_wake: float, wake_word: str, score: float,
                  store_allowed: bool, wall_time: float, endpointer: Endpointer, max_seconds: float,
-                 silence_seconds: float, start_grace_seconds: float = 2.0, lead_frames: int = 0) -> None:
-        """``preroll`` ends with the wake frame; its last ``lead_frames`` also belong to the command window."""
+                 silence_seconds: float, start_grace_seconds: float = 2.0, lead_frames: int = 0,
+                 wait_past_tail: bool = False) -> None:
+        """``preroll`` ends with the wake frame; its last ``lead_frames`` also belong to the command window.
+        ``wait_past_tail``: a short sound right after the start does not end the capture (``early``); for requests
+        after a wake word, not for the answer to "confirm?", where a quick "yes" is all there is."""
         self._frames: list[np.ndarray] = list(preroll)
         self._command_start = len(self._frames) * FRAME_SAMPLES
         self._window_start = max(0, len(self._frames) - lead_frames) * FRAME_SAMPLES
@@ -182,7 +186,7 @@ class UtteranceCapture:
         self._after = 0
         self._last_loud = 0
         """The last loud frame after the wake, counted from 1."""
-        self._tail_frames = round(WAKE_TAIL_SECONDS / FRAME_SECONDS)
+        self._tail_frames = round(WAKE_TAIL_SECONDS / FRAME_SECONDS) if wait_past_tail else 0
         self.early: Utterance | None = None
         """The window as it stood when a short sound right after the wake was followed by quiet: to be judged at
         once, while the capture waits on for a request (see WAKE_TAIL_SECONDS)."""
@@ -208,7 +212,7 @@ class UtteranceCapture:
         else:
             self._quiet_run += 1
         ended = self._heard_speech and self._silence_ended()
-        if ended and self.early is None and self._waited == 0 and self._last_loud <= self._tail_frames:
+        if ended and self.early is None and self._waited == 0 and 0 < self._last_loud <= self._tail_frames:
             self.early = self.finish(t)
             self._head_end = self._command_start + self._last_loud * FRAME_SAMPLES
             self._heard_speech = ended = False  # wait on for a request, unless the early window holds a command

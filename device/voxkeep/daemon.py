@@ -333,21 +333,22 @@ class Daemon:
             preroll=preroll, t_wake=t, wake_word=hit.wake_word, score=hit.score, store_allowed=store_allowed,
             wall_time=self.wall_clock(), endpointer=self._endpointer, max_seconds=max_seconds,
             silence_seconds=self.settings.commands.silence_seconds,
-            start_grace_seconds=self.settings.commands.wait_seconds, lead_frames=lead)
+            start_grace_seconds=self.settings.commands.wait_seconds, lead_frames=lead, wait_past_tail=True)
         return True
 
     def _judge_early(self) -> None:
         """Have the worker judge the open capture's early window (a short sound right after the wake); if it held
         a command, that window is the utterance and the wait for a request ends (voxkeep.capture.WAKE_TAIL_SECONDS).
-        """
+        A verdict on an earlier wake's window (its capture cut short by a mute or a new wake) changes nothing."""
         assert self._capture is not None
         early = self._capture.take_early()
         if early is not None:
             self.worker.peek(early, wait=not self.source.live)
         verdict = self.worker.take_peek_verdict()
-        if verdict is not None and verdict[1] and verdict[0] is self._capture.early:
+        early = self._capture.early
+        if verdict is not None and early is not None and verdict == (early.t_wake, True):
             self._capture = None
-            self._submit(verdict[0])
+            self._submit(early)
 
     def _submit(self, utterance: Any) -> None:
         if self._round is not None:  # the worker holds it until the round is decided

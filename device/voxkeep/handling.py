@@ -107,11 +107,13 @@ class UtteranceWorker:
         self._queue: queue.Queue[Utterance | Answer | _Peek | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._peeked: tuple[float, str | None] | None = None
         """(wake time, command or None) of the last early window judged; only the worker thread touches it."""
-        self._verdict: tuple[Utterance, bool] | None = None
-        """The last early window judged and whether it held a command, until the loop takes it."""
+        self._verdict: tuple[float, bool] | None = None
+        """(wake time, whether it held a command) of the last early window judged, until the loop takes it: no
+        audio, so nothing of a window outlives its capture here."""
         self._pending: tuple[str, str] | None = None
         """(command, wake word) waiting for its answer; only the worker thread touches it."""
-        self._ask_lock = threading.Lock()
+        self._loop_lock = threading.Lock()
+        """Guards what the worker hands the audio loop: ``_asked`` and ``_verdict``."""
         self._asked: float | None = None
         """Seconds of answer window the loop should open, until it takes the request."""
         self._thread = threading.Thread(target=self._run, name="utterances", daemon=True)
@@ -125,20 +127,22 @@ class UtteranceWorker:
         """For the audio loop, each frame: how long an answer window to open now, or None. Never blocks long."""
         if self._asked is None:  # the common case, without the lock
             return None
-        with self._ask_lock:
+        with self._loop_lock:
             seconds, self._asked = self._asked, None
         return seconds
 
     def peek(self, early: Utterance, *, wait: bool) -> None:
         """For the audio loop: judge ``early`` (a capture's early window) beside it; the verdict comes back through
-        ``take_peek_verdict``. Dropped when the queue is full: the whole utterance is judged later anyway."""
-        self._put(_Peek(early), wait=wait)
+        ``take_peek_verdict``. Live, it is not queued behind other work: the whole utterance is judged anyway, and
+        a queue slot taken by it could drop a request."""
+        if wait or self._queue.empty():
+            self._put(_Peek(early), wait=wait)
 
-    def take_peek_verdict(self) -> tuple[Utterance, bool] | None:
-        """For the audio loop, each frame: (early window, whether it held a command) once judged, else None."""
+    def take_peek_verdict(self) -> tuple[float, bool] | None:
+        """For the audio loop, each frame: (wake time, whether the early window held a command) once judged."""
         if self._verdict is None:  # the common case, without the lock
             return None
-        with self._ask_lock:
+        with self._loop_lock:
             verdict, self._verdict = self._verdict, None
         return verdict
 
@@ -192,7 +196,7 @@ class UtteranceWorker:
 
     def _handle(self, u: Utterance) -> None:
         if u.arbitration is not None and not u.arbitration.wait_won():
-            return  # another speaker answered this wake: nothing recognised, stored or sent (the arbiter said so)
+            return  # another speaker answered this wake: nothing obeyed, stored or sent (the arbiter said so)
         self._settle(Answer(t_end=u.t_wake, cancelled="wake word"))  # a new request: the old question lapses
         command = self._recognise(u)
         t_cmd = u.t_wake + (len(u.pcm) - u.command_start) / SAMPLE_RATE
@@ -222,7 +226,7 @@ class UtteranceWorker:
         if self._on_ask is not None:
             self._on_ask()
         self._publish(Confirm(t=u.t_end, command=command, seconds=seconds))
-        with self._ask_lock:
+        with self._loop_lock:
             self._asked = seconds
         if self._answers is None and self._make_answers is not None:
             try:  # while the answer window is open: it is judged once it ends
@@ -235,7 +239,7 @@ class UtteranceWorker:
         if self._pending is None:
             return  # nothing asked (a late cancel, or an ordinary request)
         (command, wake_word), self._pending = self._pending, None
-        with self._ask_lock:
+        with self._loop_lock:
             self._asked = None  # not taken yet (stopped, muted): no window opens for a lapsed question
         reason = answer.cancelled
         if not reason:
@@ -280,16 +284,20 @@ class UtteranceWorker:
         return None
 
     def _judge_early(self, early: Utterance) -> None:
+        if self._privacy.muted:
+            return  # muted since: its capture was dropped, and nothing of it is judged
         command = self._recognise(early)
         self._peeked = (early.t_wake, command)
-        with self._ask_lock:
-            self._verdict = (early, command is not None)
+        with self._loop_lock:
+            self._verdict = (early.t_wake, command is not None)
 
     def _recognise(self, u: Utterance) -> str | None:
         if self._recognizer is None:
             return None
         if self._peeked is not None and self._peeked[0] == u.t_wake and self._peeked[1] is not None:
-            return self._peeked[1]  # said at once, in the early window: the rest of the utterance is not a command
+            # Said at once, in the early window. Live, the capture may have ended before the verdict reached the
+            # loop: what followed is dropped with the command, as from a file, where the capture ends at the verdict.
+            return self._peeked[1]
         result = self._recognizer.recognize(u.command_window(self._settings.commands.max_seconds))
         return None if result is None else str(result.command)
 
