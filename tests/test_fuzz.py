@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from voxkeep import FRAME_SAMPLES
@@ -202,6 +202,8 @@ def _config_text(draw: st.DrawFn) -> str:
 
 @FUZZ
 @given(text=_config_text())
+@example(text='[wake]\nengines = { "\\n" = false }\n')  # a key with a newline in it: still one line
+@example(text='[wake]\nthresholds = { "a\\nb" = 5.0 }\n"x\\ty" = 1\n')
 def test_config_toml(scratch: Path, text: str) -> None:
     path = _file(scratch, "config.toml", text.encode("utf-8", "surrogatepass"))
     try:

@@ -610,7 +610,8 @@ class Satellite:
         assert loop is not None
 
         def played() -> None:  # on the player's thread
-            loop.call_soon_threadsafe(lambda: self._spawn(self._quietly(conn.send(Played().event()))))
+            with contextlib.suppress(RuntimeError):  # the satellite stopped while it played: nobody to tell
+                loop.call_soon_threadsafe(lambda: self._spawn(self._quietly(conn.send(Played().event()))))
 
         if reply is None or not reply.samples:
             played()
