@@ -422,7 +422,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="half the phrases and 30 confusables (a smoke run)")
     parser.add_argument("--sweep", action="store_true", help="also print recall/false commands per score bar")
     parser.add_argument("--min-score", type=float, help="commands.min_score to report at (default: the config's)")
-    parser.add_argument("--delete-min-score", type=float, help="commands.delete_min_score to report at")
+    parser.add_argument("--delete-min-score", type=float, help="commands.delete_min_score to report at (it holds "
+                        "the deletions only with --one-shot-deletes)")
+    parser.add_argument("--one-shot-deletes", action="store_true", help="deletions not asked back "
+                        "(commands.confirm_deletes = false), so held to delete_min_score")
     parser.add_argument("--filler-words", type=int, help="commands.filler_words (default: the config's)")
     parser.add_argument("--delete-filler-words", type=int, help="commands.delete_filler_words (default: the config's)")
     parser.add_argument("--outside-voices", action="store_true", help="the split's sentences and rooms said by "
@@ -440,10 +443,10 @@ def main() -> int:
         delete_min_score=base.delete_min_score if args.delete_min_score is None else args.delete_min_score,
         filler_words=base.filler_words if args.filler_words is None else args.filler_words,
         delete_filler_words=base.delete_filler_words if args.delete_filler_words is None
-        else args.delete_filler_words)
+        else args.delete_filler_words, confirm_deletes=not args.one_shot_deletes)
     print(f"split {args.split}; min_score {settings.min_score:+.2f}, delete_min_score "
           f"{settings.delete_min_score:+.2f}, filler_words {settings.filler_words}, "
-          f"delete_filler_words {settings.delete_filler_words}")
+          f"delete_filler_words {settings.delete_filler_words}, confirm_deletes {settings.confirm_deletes}")
     t0 = time.perf_counter()
     if args.confirm:
         confirm_eval(args.split, settings)

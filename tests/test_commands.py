@@ -16,7 +16,7 @@ import soundfile
 
 from tests.helpers import reverberant
 from voxkeep import SAMPLE_RATE
-from voxkeep.commands import PHRASES, CommandRecognizer
+from voxkeep.commands import PHRASES, AnswerRecognizer, CommandRecognizer
 from voxkeep.config import CommandSettings
 from voxkeep.errors import AudioInputError
 from voxkeep.testing.speech import silence, speak
@@ -127,13 +127,24 @@ def test_stricter_threshold_rejects_a_real_command(recognizer: CommandRecognizer
     assert CommandRecognizer(CommandSettings(min_score=0.01)).recognize(pcm) is None
 
 
-def test_deleting_needs_the_stricter_bar(speech) -> None:
-    """delete_min_score applies to the deleting commands only: stop is obeyed, delete is not."""
-    split = CommandRecognizer(CommandSettings(min_score=-100.0, delete_min_score=0.01))
+def test_a_one_shot_deletion_needs_the_stricter_bar(speech) -> None:
+    """Deletions not asked back are held to delete_min_score, and only they: stop is obeyed, delete is not."""
+    split = CommandRecognizer(CommandSettings(min_score=-100.0, delete_min_score=0.01, confirm_deletes=False))
     got = split.recognize(window(speech("stop recording")))
     assert got is not None and got.command == "stop_recording"
     assert split.score(window(speech("delete what I just said"))) is not None
     assert split.recognize(window(speech("delete what I just said"))) is None
+
+
+def test_a_deletion_asked_back_needs_the_common_bar_and_its_yes_the_stricter(speech) -> None:
+    """Asked back (the default), the owner's "yes" is a deletion's second check: the deletion is heard at
+    min_score, and it is the "yes" that must clear delete_min_score."""
+    asked = CommandSettings(min_score=-100.0, delete_min_score=0.01)
+    got = CommandRecognizer(asked).recognize(window(speech("delete what I just said")))
+    assert got is not None and got.command == "delete_last"
+    yes = np.concatenate([silence(0.4), speak("yes"), silence(0.4)])
+    assert AnswerRecognizer(CommandSettings()).recognize(yes).command == "yes"
+    assert AnswerRecognizer(asked).recognize(yes) is None
 
 
 def flite_window(text: str, voice: str = "slt") -> np.ndarray:

@@ -153,8 +153,9 @@ class CommandSettings:
     bench/commands_eval.py measures both sides. -4.65 rejects near-miss sentences far better but also
     most espeak-ng speech, which the test suites speak; the default still accepts it."""
     delete_min_score: float = -6.0
-    """The same bar for "delete what I just said" and "delete everything I said today", higher than
-    min_score because a false delete destroys recordings and cannot be undone (-4.15 goes with -4.65)."""
+    """The same bar for "delete what I just said" and "delete everything I said today" when they are not asked
+    back (confirm_deletes = false), and for the "yes" that confirms one: higher than min_score because a false
+    delete destroys recordings and cannot be undone (-4.15 goes with -4.65)."""
     filler_words: int = 0
     """How many common English words (from pocketsphinx's own language model) a second, open search may
     hear instead of a command; 0 turns it off. With it on, a command is obeyed only if that search hears
