@@ -15,6 +15,7 @@ import json
 import logging
 import socket
 import sys
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -236,6 +237,33 @@ class Daemonless:
     def __exit__(self, *exc: object) -> None:
         self.sat.stop()
         self.vault.close()
+
+
+def test_work_that_arrives_while_the_satellite_stops_is_stopped_too(state_dir: Path, models_dir: Path) -> None:
+    """A reply that finishes playing as the satellite stops spawns its "played" write during the shutdown: that
+    task is cancelled and awaited like the rest, not left pending on a closed loop (where, on Python 3.11, its
+    write was reported as never awaited)."""
+    started, outcome = threading.Event(), []
+
+    async def late() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    with Daemonless(state_dir, models_dir) as d:
+        async def spawns_when_cancelled() -> None:
+            started.set()
+            try:
+                await asyncio.sleep(60)
+            finally:
+                d.sat._spawn(late())
+
+        assert d.sat._loop is not None
+        d.sat._loop.call_soon_threadsafe(lambda: d.sat._spawn(spawns_when_cancelled()))
+        assert started.wait(5)
+    assert outcome == ["cancelled"]
 
 
 def test_a_peer_not_in_the_allow_list_is_refused_at_connect_and_logged(state_dir: Path, models_dir: Path,

@@ -304,10 +304,15 @@ class Satellite:
             self._server.close()
         for conn in list(self._connections):
             conn.close()
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]  # connections too
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Connections too, and in rounds: a reply that finishes playing as the satellite stops spawns its
+        # "played" write meanwhile, and a task left pending on the closed loop never ends (never awaited).
+        for _ in range(3):
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            if not tasks:
+                break
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
