@@ -147,6 +147,28 @@ def test_a_deletion_asked_back_needs_the_common_bar_and_its_yes_the_stricter(spe
     assert AnswerRecognizer(asked).recognize(yes) is None
 
 
+@pytest.fixture(scope="module")
+def jarvis_then_command() -> tuple[np.ndarray, int, np.ndarray]:
+    """"hey jarvis", where its last loud sample is, and "please do not record anymore", in a voice whose window
+    starts used to matter (espeak-ng en-gb-x-gbcwmd+f5)."""
+    voice = "en-gb-x-gbcwmd+f5"
+    wake = speak("hey jarvis", voice=voice)
+    end = int(np.nonzero(np.abs(wake) > 0.05 * np.abs(wake).max())[0][-1])
+    return wake, end, speak("please do not record anymore", voice=voice)
+
+
+@pytest.mark.parametrize("start_ms", range(120, 520, 40))
+def test_a_command_is_heard_wherever_inside_the_wake_word_its_window_starts(
+        recognizer: CommandRecognizer, jarvis_then_command: tuple[np.ndarray, int, np.ndarray], start_ms: int) -> None:
+    """The window starts inside the wake word, wherever the wake model fired. Started 0.28-0.36 s before the end of
+    "jarvis", no grammar path survived the first frames in this voice, so the command after it was lost."""
+    wake, end, command = jarvis_then_command
+    pcm = np.concatenate([wake[end - start_ms * SAMPLE_RATE // 1000:end + 1], silence(0.05), command, silence(0.4)])
+    tone = np.round(np.random.default_rng(1).normal(0, 16, pcm.size)).astype(np.int16)  # a quiet room, not zeros
+    got = recognizer.recognize((pcm.astype(np.int32) + tone).clip(-32768, 32767).astype(np.int16))
+    assert got is not None and got.command == "stop_recording"
+
+
 def flite_window(text: str, voice: str = "slt") -> np.ndarray:
     """A command window in a flite voice, which fits the acoustic model more like a person does."""
     wake = speak("hey jarvis", voice=voice, engine="flite")

@@ -182,6 +182,11 @@ a FAIL_SAFE command is obeyed all the same, because refusing "stop recording" th
 recording. bench/commands_eval.py, three people talking at 5-10 dB SNR: TUNE 5 -> 9 of 33 woken commands
 (no false command more in any room); REPORT 12 -> 20 of 52, one false command more there and one in noise."""
 
+HEAD_SKIP_SECONDS = 0.1
+"""When no grammar path survives a window at all, it is searched once more without its first this many seconds.
+The window starts inside the wake word, and a start part-way through a sound fits no wake-word tail, so in some
+windows every path died in the first frames, command and all (pocketsphinx gives no hypothesis)."""
+
 MAX_LEADING_FRAMES = 80
 """Frames of speech tolerated before the command: the wake word's tail and a breath, not a sentence."""
 
@@ -584,12 +589,16 @@ class CommandRecognizer:
         searches and the checks."""
         span = speech_span(samples, db)
         block = SAMPLE_RATE // _FRAME_RATE
-        levels = db[span.start // block:-(-span.stop // block)]  # the span's blocks (it starts on one)
-        raw = ungated(samples[span]).tobytes()
         with self._lock:
+            raw = ungated(samples[span]).tobytes()
             grammar = self._decode("command", raw)
+            if not grammar and span.stop - span.start > HEAD_SKIP_SECONDS * SAMPLE_RATE:
+                span = slice(span.start + int(HEAD_SKIP_SECONDS * SAMPLE_RATE), span.stop)  # see HEAD_SKIP_SECONDS
+                raw = ungated(samples[span]).tobytes()
+                grammar = self._decode("command", raw)
             if not grammar:
                 return None
+            levels = db[span.start // block:-(-span.stop // block)]  # the span's blocks (it starts on one)
             # The phone loop is most of the decoding (58 % on TUNE's windows): run only for a match worth checking.
             phones = functools.cache(lambda: self._decode("phones", raw))
             found = self._compare(grammar, phones, levels, spare_below_bar)
