@@ -422,8 +422,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="half the phrases and 30 confusables (a smoke run)")
     parser.add_argument("--sweep", action="store_true", help="also print recall/false commands per score bar")
     parser.add_argument("--min-score", type=float, help="commands.min_score to report at (default: the config's)")
-    parser.add_argument("--delete-min-score", type=float, help="commands.delete_min_score to report at (it holds "
-                        "the deletions only with --one-shot-deletes)")
+    parser.add_argument("--delete-min-score", type=float, help="commands.delete_min_score to report at (the bar "
+                        "for the \"yes\" with --confirm, and for the deletions only with --one-shot-deletes)")
     parser.add_argument("--one-shot-deletes", action="store_true", help="deletions not asked back "
                         "(commands.confirm_deletes = false), so held to delete_min_score")
     parser.add_argument("--filler-words", type=int, help="commands.filler_words (default: the config's)")

@@ -305,16 +305,20 @@ def test_the_answer_never_reaches_the_vault_or_the_satellite(state_dir: Path) ->
         assert vault.list() == []
 
 
-def test_an_answer_that_cannot_be_heard_deletes_nothing(state_dir: Path) -> None:
-    """The answer recogniser is built on the first deletion asked back; if it cannot be (a damaged model), a
-    "yes" deletes nothing, the log says why, and the next request is handled as usual."""
+def _broken() -> Any:
     from voxkeep.errors import ModelError
+
+    raise ModelError("the pocketsphinx en-us model is missing; reinstall pocketsphinx")
+
+
+@pytest.mark.parametrize("answers", [_broken, None], ids=["damaged model", "none given"])
+def test_an_answer_that_cannot_be_heard_deletes_nothing(state_dir: Path, answers: Any) -> None:
+    """The answer recogniser is built on the first deletion asked back; if it cannot be (a damaged model), or the
+    worker was given none, the deletion is still asked back (it was heard at the common bar, which counts on the
+    "yes"), a "yes" deletes nothing, and the next request is handled as usual."""
     from voxkeep.handling import Answer
 
-    def broken() -> Any:
-        raise ModelError("the pocketsphinx en-us model is missing; reinstall pocketsphinx")
-
-    with _worker(state_dir, broken) as (worker, vault, seen):
+    with _worker(state_dir, answers) as (worker, vault, seen):
         worker.submit(_said("what will the weather be like tomorrow", 1.0), wait=True)
         worker.submit(_said("delete what I just said", 10.0), wait=True)
         worker.submit(Answer(t_end=14.0, pcm=np.concatenate([silence(0.3), speak("yes"), silence(0.8)])), wait=True)

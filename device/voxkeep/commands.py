@@ -183,9 +183,10 @@ recording. bench/commands_eval.py, three people talking at 5-10 dB SNR: TUNE 5 -
 (no false command more in any room); REPORT 12 -> 20 of 52, one false command more there and one in noise."""
 
 HEAD_SKIP_SECONDS = 0.1
-"""When no grammar path survives a window at all, it is searched once more without its first this many seconds.
-The window starts inside the wake word, and a start part-way through a sound fits no wake-word tail, so in some
-windows every path died in the first frames, command and all (pocketsphinx gives no hypothesis)."""
+"""When no grammar path survives a window that begins with sound, it is searched once more without its first this
+many seconds. The window starts inside the wake word, and a start part-way through a sound fits no wake-word tail, so
+in some windows every path died in the first frames, command and all (pocketsphinx gives no hypothesis). Not for the
+answer window after "confirm?", which starts after a tone, not inside a word."""
 
 MAX_LEADING_FRAMES = 80
 """Frames of speech tolerated before the command: the wake word's tail and a breath, not a sentence."""
@@ -592,7 +593,7 @@ class CommandRecognizer:
         with self._lock:
             raw = ungated(samples[span]).tobytes()
             grammar = self._decode("command", raw)
-            if not grammar and span.stop - span.start > HEAD_SKIP_SECONDS * SAMPLE_RATE:
+            if not grammar and self._tails and span.start == 0 and span.stop > HEAD_SKIP_SECONDS * SAMPLE_RATE:
                 span = slice(span.start + int(HEAD_SKIP_SECONDS * SAMPLE_RATE), span.stop)  # see HEAD_SKIP_SECONDS
                 raw = ungated(samples[span]).tobytes()
                 grammar = self._decode("command", raw)

@@ -91,8 +91,9 @@ class UtteranceWorker:
         """``on_request`` gets each utterance judged not to be a privacy command, before it is stored (the
         Home Assistant satellite streams it); what it returns is told the recording id, or None if none.
         ``answers`` builds what hears "yes"/"no" in an answer window (voxkeep.commands.AnswerRecognizer), on the
-        first deletion asked back: most speakers never delete by voice, and it holds 9 MB. Without it deletions
-        are not asked back. ``on_ask`` plays the "confirm?" tone."""
+        first deletion asked back: most speakers never delete by voice, and it holds 9 MB. Without it no answer is
+        ever heard, so with ``commands.confirm_deletes`` nothing is deleted by voice (a deletion asked back is heard
+        at the common bar, ``commands.min_score_for``). ``on_ask`` plays the "confirm?" tone."""
         self._settings = settings
         self._privacy = privacy
         self._publish = publish
@@ -205,7 +206,7 @@ class UtteranceWorker:
             self._publish(Command(t=min(t_cmd, u.t_end), command=command))
             if u.arbitration is not None:
                 u.arbitration.tell(command)  # "don't record anymore" was said to the whole house
-            if command in ASKED_BACK and self._settings.commands.confirm_deletes and self._make_answers is not None:
+            if command in ASKED_BACK and self._settings.commands.confirm_deletes:
                 self._ask(command, u)  # handled once answered: the LED keeps blinking while it listens
                 return
             self._carry_out(command, u.t_end)

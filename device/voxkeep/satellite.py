@@ -306,13 +306,17 @@ class Satellite:
             conn.close()
         # Connections too, and in rounds: a reply that finishes playing as the satellite stops spawns its
         # "played" write meanwhile, and a task left pending on the closed loop never ends (never awaited).
-        for _ in range(3):
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            if not tasks:
+        def others() -> list[asyncio.Task[Any]]:
+            return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+        for _ in range(10):
+            if not (tasks := others()):
                 break
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if left := others():
+            log.warning("satellite: %d tasks still spawning new ones at shutdown; they are dropped", len(left))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
