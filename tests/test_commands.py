@@ -115,6 +115,19 @@ def test_please_before_or_after_any_command_is_understood(recognizer: CommandRec
     assert got is not None and got.command == command, f"{text!r} ({voice}) -> {got}"
 
 
+@pytest.mark.parametrize("voice", ["en-gb", "en-gb+f4", "en-gb-x-gbclan", "en-us"])
+def test_start_recording_again_please_in_an_echoing_room_is_not_heard_as_stop(recognizer: CommandRecognizer,
+                                                                              voice: str) -> None:
+    """"start recording again please" used to be searched with its "please" only after the first search refused it;
+    in a reverberant room the first search found "stop recording please" closest, and the speaker obeyed the
+    opposite command (or nothing). Three of these four voices failed so."""
+    quiet = np.concatenate([window_of(speak("start recording again please", voice=voice)), silence(0.5)])
+    room = np.random.default_rng(1).normal(0.0, 20.0, len(quiet))
+    pcm = reverberant(np.clip(quiet + room, -32768, 32767).astype(np.int16), 0.6)
+    got = recognizer.recognize(pcm)
+    assert got is not None and got.command == "start_recording", f"{voice} -> {got}"
+
+
 @pytest.mark.parametrize("text", CONFUSABLES)
 def test_confusable_sentences_are_rejected(recognizer: CommandRecognizer, speech, text: str) -> None:
     assert recognizer.recognize(window(speech(text))) is None
