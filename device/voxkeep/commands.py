@@ -81,8 +81,9 @@ sound in, and the plain "delete what I just said" of tests/test_commands.py fell
 -6.05); on bench/commands_eval.py's TUNE split it took one confusable more. Their trailing "please" is heard by a
 second search, only where the first heard all or the start of one of them and refused it (POLITE_END).
 start_recording ends with it here: searched second, "start recording again please" found its closest whole path in
-"stop recording please" and was obeyed as that, the opposite command (TUNE 3 more of 517 woken commands, no near miss
-more; tests/test_commands.py, a reverberant room: 5 -> 9 of 10 voices)."""
+"stop recording please" and was obeyed as that, the opposite command. bench/commands_eval.py's TUNE (then 24 near
+misses): 3 more of 517 woken commands, no near miss more; ten espeak-ng and flite voices in a reverberant room: 5 -> 9
+(tests/test_commands.py keeps four of them)."""
 
 def _core(phrase: str) -> str:
     """A phrase without its optional "please" at either end: "please stop recording please" -> "stop recording"."""
