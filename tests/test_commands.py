@@ -98,6 +98,13 @@ def test_commands_are_understood_from_a_gating_microphone(recognizer: CommandRec
     assert got is not None and got.command == command, f"{text!r} through a gate -> {got}"
 
 
+def _said_over_room_tone(text: str, voice: str, engine: str = "espeak-ng") -> np.ndarray:
+    """A command window of ``text`` (wake tail, sentence, 0.5 s after it) over a room's tone of about -64 dBFS."""
+    quiet = np.concatenate([window_of(speak(text, voice=voice, engine=engine)), silence(0.5)])
+    room = np.random.default_rng(1).normal(0.0, 20.0, len(quiet))
+    return np.clip(quiet + room, -32768, 32767).astype(np.int16)
+
+
 @pytest.mark.parametrize(("voice", "engine"), [("en-us", "espeak-ng"), ("slt", "flite")])
 @pytest.mark.parametrize(("text", "command"), [
     ("please delete what I just said", "delete_last"), ("delete what I just said please", "delete_last"),
@@ -109,9 +116,7 @@ def test_please_before_or_after_any_command_is_understood(recognizer: CommandRec
     """People say "please". Only the stop commands allowed it once: "please delete what I just said" found
     no grammar path in any of 6 voices, "please start recording again" was heard as stop_recording, and a
     "please" after a deletion was taken for a sentence going on past the command."""
-    quiet = np.concatenate([window_of(speak(text, voice=voice, engine=engine)), silence(0.5)])
-    room = np.random.default_rng(1).normal(0.0, 20.0, len(quiet))
-    got = recognizer.recognize(np.clip(quiet + room, -32768, 32767).astype(np.int16))
+    got = recognizer.recognize(_said_over_room_tone(text, voice, engine))
     assert got is not None and got.command == command, f"{text!r} ({voice}) -> {got}"
 
 
@@ -121,10 +126,7 @@ def test_start_recording_again_please_in_an_echoing_room_is_not_heard_as_stop(re
     """"start recording again please" used to be searched with its "please" only after the first search refused it;
     in a reverberant room the first search found "stop recording please" closest, and the speaker obeyed the
     opposite command (or nothing). Three of these four voices failed so."""
-    quiet = np.concatenate([window_of(speak("start recording again please", voice=voice)), silence(0.5)])
-    room = np.random.default_rng(1).normal(0.0, 20.0, len(quiet))
-    pcm = reverberant(np.clip(quiet + room, -32768, 32767).astype(np.int16), 0.6)
-    got = recognizer.recognize(pcm)
+    got = recognizer.recognize(reverberant(_said_over_room_tone("start recording again please", voice), 0.6))
     assert got is not None and got.command == "start_recording", f"{voice} -> {got}"
 
 
