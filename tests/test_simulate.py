@@ -12,6 +12,7 @@ import pytest
 from broker import USERS, Broker, broker_fixture, pki_fixture  # noqa: F401 (fixtures are used by name)
 from tests.helpers import events_of, of_type, one_error_line, run_cli
 from voxkeep.simulate import active_rms, bundled_scenarios, load_scenario, make_noise, render
+from voxkeep.testing.speech import speak
 
 BUNDLED = sorted(bundled_scenarios())
 
@@ -174,6 +175,18 @@ def test_noise_is_mixed_at_the_requested_snr_and_is_seeded(tmp_path: Path) -> No
     assert 19.0 < noisy(1, 20.0)[1] < 21.5
     assert np.array_equal(audio, noisy(1, 10.0)[0])
     assert not np.array_equal(audio, noisy(2, 10.0)[0])
+
+
+def test_a_breathy_voice_says_a_sentence_the_same_way_every_time(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scenario replayed, or a test run again, must hear the same audio. espeak-ng's breathy en-us+f3 said the
+    same text with different breath noise whenever it ran in a new config dir (as each test does)."""
+    def fresh(name: str) -> np.ndarray:
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / name))
+        return speak("please don't record anymore", voice="en-us+f3")
+
+    first = fresh("a")
+    assert all(np.array_equal(first, fresh(name)) for name in ("b", "c", "d"))
 
 
 @pytest.mark.parametrize("kind", ["pink", "brown"])

@@ -7,6 +7,7 @@ store. Every function returns 16 kHz mono int16 audio, the daemon's own format.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -18,11 +19,18 @@ import soundfile
 from .. import SAMPLE_RATE
 from ..errors import VoxkeepError
 
+NO_SOUND_SERVER = {"PULSE_SERVER": "unix:/nonexistent/voxkeep-synthesizes-to-files"}
+"""Environment for the synthesizers: no sound server to reach. espeak-ng starts a PulseAudio client even when it
+only writes a file, and where that client first sets itself up (a new XDG_CONFIG_HOME: every test gets one) the
+breath noise of breathy voices (en-us+f3) came out different on every run, while later runs gave the same samples.
+A test's first sentence in such a voice then sat at a different score each time (tests/test_commands.py's talker
+across the room was refused in CI twice, never when run alone). With no server to reach, every run is the same."""
+
 
 def _run(cmd: list[str]) -> None:
     if shutil.which(cmd[0]) is None:
         raise VoxkeepError(f"{cmd[0]} is not installed; install it (apt-get install espeak-ng flite sox)")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=os.environ | NO_SOUND_SERVER)
     if proc.returncode != 0:
         raise VoxkeepError(f"{cmd[0]} failed: {proc.stderr.strip() or proc.returncode}")
 
