@@ -64,9 +64,9 @@ def test_each_command_is_recognised(recognizer: CommandRecognizer, speech, text:
     assert 0 <= got.start < got.end <= len(pcm) / SAMPLE_RATE
 
 
-def _in_quiet_room(pcm: np.ndarray) -> np.ndarray:
-    """``pcm`` over a quiet room's self-noise (about -69 dBFS): a real microphone never sends exact zeros."""
-    return np.clip(pcm + np.random.default_rng(2).normal(0.0, 12.0, len(pcm)), -32768, 32767).astype(np.int16)
+def _in_quiet_room(pcm: np.ndarray, rms: float = 12.0, seed: int = 2) -> np.ndarray:
+    """``pcm`` over a room's self-noise (``rms`` 12: about -69 dBFS, a quiet room): a microphone never sends zeros."""
+    return np.clip(pcm + np.random.default_rng(seed).normal(0.0, rms, len(pcm)), -32768, 32767).astype(np.int16)
 
 
 @pytest.mark.parametrize("voice", ["en-gb", "en+f3"])
@@ -100,9 +100,7 @@ def test_commands_are_understood_from_a_gating_microphone(recognizer: CommandRec
 
 def _said_over_room_tone(text: str, voice: str, engine: str = "espeak-ng") -> np.ndarray:
     """A command window of ``text`` (wake tail, sentence, 0.5 s after it) over a room's tone of about -64 dBFS."""
-    quiet = np.concatenate([window_of(speak(text, voice=voice, engine=engine)), silence(0.5)])
-    room = np.random.default_rng(1).normal(0.0, 20.0, len(quiet))
-    return np.clip(quiet + room, -32768, 32767).astype(np.int16)
+    return _in_quiet_room(np.concatenate([window_of(speak(text, voice=voice, engine=engine)), silence(0.5)]), 20.0, 1)
 
 
 @pytest.mark.parametrize(("voice", "engine"), [("en-us", "espeak-ng"), ("slt", "flite")])
