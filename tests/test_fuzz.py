@@ -239,6 +239,7 @@ def _scenario_text(draw: st.DrawFn) -> str:
 
 @FUZZ
 @given(text=_scenario_text())
+@example(text='voice = { "\\n" = false }\n')  # found by CI: a key with a newline in it, in a scenario
 def test_scenario_toml(scratch: Path, text: str) -> None:
     path = _file(scratch, "scenario.toml", text.encode("utf-8", "surrogatepass"))
     try:

@@ -110,6 +110,14 @@ def test_a_malformed_scenario_names_the_line_and_the_problem(tmp_path: Path, tex
     assert out == ""  # nothing ran
 
 
+def test_a_key_holding_a_newline_or_a_terminal_escape_is_shown_escaped_on_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, 'voice = { "x\\n\\u001b[2J" = false }\n[[step]]\nsilence = 1\n')
+    code, out, err = simulate(tmp_path / "work", str(path))
+    message = one_error_line(err.encode())
+    assert code == 1 and out == "" and "\x1b" not in err, err  # the terminal is not cleared
+    assert "unknown key 'x\\n\\x1b[2J' in voice" in message, message
+
+
 def test_a_line_that_looks_like_an_option_is_spoken_not_obeyed(tmp_path: Path) -> None:
     from voxkeep.testing.speech import speak
 

@@ -318,13 +318,6 @@ class Settings:
         return Path(self.models_dir).expanduser() if self.models_dir else default_models_dir()
 
 
-def _shown(key: object) -> str:
-    """A key from the file as one line of an error: control characters (a quoted TOML key may hold a newline)
-    escaped, so the message stays the one clear line the CLI promises."""
-    text = str(key)
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
-
-
 def _type_name(tp: Any) -> str:
     if isinstance(tp, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
@@ -352,7 +345,7 @@ def _check(value: Any, tp: Any, key: str) -> Any:
     elif origin is dict:
         ok = isinstance(value, dict)
         if ok:
-            return {str(k): _check(v, typing.get_args(tp)[1], f"{key}.{_shown(k)}") for k, v in value.items()}
+            return {str(k): _check(v, typing.get_args(tp)[1], f"{key}.{k}") for k, v in value.items()}
     elif tp is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok:
@@ -374,7 +367,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        full = f"{prefix}{_shown(key)}"
+        full = f"{prefix}{key}"
         if key not in names:
             allowed = ", ".join(sorted(names))
             raise ConfigError(f"unknown config key '{full}'; allowed here: {allowed}")
@@ -474,7 +467,7 @@ def _numbers(obj: Any, prefix: str) -> typing.Iterator[tuple[str, str, float]]:
         if dataclasses.is_dataclass(value):
             yield from _numbers(value, f"{key}.")
         elif isinstance(value, dict):
-            yield from ((f"{key}.{_shown(k)}", f"{key}.*", v) for k, v in value.items() if isinstance(v, int | float))
+            yield from ((f"{key}.{k}", f"{key}.*", v) for k, v in value.items() if isinstance(v, int | float))
         elif isinstance(value, list):
             yield from ((f"{key}[{i}]", f"{key}.*", v) for i, v in enumerate(value) if isinstance(v, int | float))
         elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -509,7 +502,7 @@ def validate(s: Settings) -> None:
     if not s.wake.words:
         raise ConfigError("config key 'wake.words' must name at least one wake word")
     engines = ("auto", "openwakeword", "microwakeword", "both")
-    for key, value in [("engine", s.wake.engine), *((f"engines.{_shown(w)}", v) for w, v in s.wake.engines.items())]:
+    for key, value in [("engine", s.wake.engine), *((f"engines.{w}", v) for w, v in s.wake.engines.items())]:
         if value not in engines:
             raise ConfigError(f"config key 'wake.{key}' must be one of {', '.join(engines)}, not {value!r}")
     if s.log_level not in ("debug", "info", "warning", "error"):

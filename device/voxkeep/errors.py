@@ -10,6 +10,17 @@ catch ``ValueError`` or ``OSError`` keep working.
 class VoxkeepError(Exception):
     """Base of all user-facing errors; the message must name the problem and the fix."""
 
+    def __str__(self) -> str:
+        """The message with control characters escaped.
+
+        Messages quote what the user gave (a TOML key, a file name, a device name), and any of those may hold a
+        newline or a terminal escape. Escaping here, where every error becomes its line, keeps that line one
+        line and keeps a hostile file from writing to the terminal, whichever raise site forgot to."""
+        text = super().__str__()
+        if text.isprintable():
+            return text
+        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
 
 class ConfigError(VoxkeepError, ValueError):
     """The config file or a command-line option is wrong."""
