@@ -2,6 +2,7 @@
 
     python bench/commands_eval.py [--split report|tune] [--min-score X --delete-min-score Y] [--sweep]
                                   [--delete-filler-words N] [--confirm] [--outside-voices] [--pause S]
+                                  [--offset STEPS]
 
 Each request is a wake phrase and a command (or a confusable sentence) in one voice, heard in one room
 (bench/corpus.py's voices and rooms: clean, brown or pink noise at 10 and 20 dB SNR, a simulated
@@ -267,10 +268,11 @@ Result = tuple[Request, Recognition | None, bool]
 
 
 def evaluate(split: str, quick: bool, settings: CommandSettings, models: Path,
-             outside: bool = False, pause: float = 0.0) -> list[Result]:
+             outside: bool = False, pause: float = 0.0, offset: int = 0) -> list[Result]:
     """(request, best grammar match in its window or None, woken?) for every request of the split; said by
     ``corpus.OUTSIDE_VOICES`` instead of the split's own voices if ``outside``; with ``pause`` seconds of
-    silence between the wake phrase and the rest (the owner waiting for the LED), before the room."""
+    silence between the wake phrase and the rest (the owner waiting for the LED), before the room; through a
+    microphone that adds ``offset`` to every sample."""
     rng = np.random.default_rng(13 if split == "report" else 12)
     specs = {"alexa": "alexa", "hey_jarvis": "hey_jarvis", "custom": str(models / "hey_marvin_v0.1.onnx")}
     recognizers = {w: CommandRecognizer(settings, [Path(s).stem.rsplit("_v", 1)[0]]) for w, s in specs.items()}
@@ -318,8 +320,8 @@ def evaluate(split: str, quick: bool, settings: CommandSettings, models: Path,
             parts.append(clip)
             t = end
         with tempfile.TemporaryDirectory(prefix="voxkeep-cmdeval-") as tmp:
-            utterances = play(np.concatenate(parts), specs[wake], models, Path(tmp), recognizers[wake],
-                              settings.max_seconds)
+            utterances = play(corpus.with_offset(np.concatenate(parts), offset), specs[wake], models, Path(tmp),
+                              recognizers[wake], settings.max_seconds)
         for req in placed:
             mine = [u for u in utterances if req.start <= u.t_wake < req.end]
             if not mine:
@@ -454,6 +456,8 @@ def main() -> int:
                         "Festival voices no split has (corpus.OUTSIDE_VOICES; needs the festival packages)")
     parser.add_argument("--pause", type=float, default=0.0, metavar="SECONDS",
                         help="silence between the wake phrase and the request, 0-8 s (default 0: said in one breath)")
+    parser.add_argument("--offset", type=corpus.sample_offset, default=0, metavar="STEPS",
+                        help="add STEPS (int16, e.g. 300) to every sample: a microphone with a DC offset")
     parser.add_argument("--confirm", action="store_true", help="measure the yes/no answer to a deletion asked back "
                         "(commands.confirm_deletes) instead")
     args = parser.parse_args()
@@ -476,7 +480,8 @@ def main() -> int:
         return 0
     if not 0.0 <= args.pause <= 8.0:
         parser.error(f"--pause must be 0 to 8 seconds, not {args.pause}")
-    results = evaluate(args.split, args.quick, settings, default_models_dir(), args.outside_voices, args.pause)
+    results = evaluate(args.split, args.quick, settings, default_models_dir(), args.outside_voices, args.pause,
+                       args.offset)
     for key in ("condition", "family", "wake", *(("voice",) if args.outside_voices else ())):
         table(results, settings, key)
     table([r for r in results if r[0].pair], settings, "pair")  # back-to-back: the first request, the second

@@ -388,6 +388,22 @@ def _at_level(x: np.ndarray, dbfs: float) -> np.ndarray:
     return x.astype(np.float32) * (32768 * 10 ** (dbfs / 20) / _active_rms(x))
 
 
+def sample_offset(text: str) -> int:
+    """``--offset``'s argument: a constant for every int16 sample, within one sample's range."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of steps, e.g. 300") from None
+    if not -32768 < value < 32768:
+        raise argparse.ArgumentTypeError(f"{value} is outside an int16 sample (-32767..32767)")
+    return value
+
+
+def with_offset(audio: np.ndarray, offset: int) -> np.ndarray:
+    """``audio`` (int16) as a microphone that adds ``offset`` to every sample sends it."""
+    return np.clip(audio.astype(np.int32) + offset, -32768, 32767).astype(np.int16)
+
+
 def room_tone(n: int, rng: np.random.Generator) -> np.ndarray:
     """A microphone's self-noise in a quiet room: pink noise at ``ROOM_TONE_DBFS``."""
     return coloured_noise("pink", n, rng) * (32768 * 10 ** (ROOM_TONE_DBFS / 20))

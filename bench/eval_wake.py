@@ -4,6 +4,7 @@
     python bench/eval_wake.py --split tune
     python bench/eval_wake.py --log /tmp/hits.jsonl --verify-sure 0.98   # another operating point
     python bench/eval_wake.py --softer 30 [--no-gate]   # a soft voice; with or without the energy gate
+    python bench/eval_wake.py --offset 300     # a microphone that adds a constant offset (DC) to every sample
 
 Why one pass serves every column: the daemon runs ``WakeDetector`` (threshold 0.5, refractory 2 s) and
 hands every hit to ``WakeVerifier.check`` with the last 2 s of audio and 25 frames of that word's scores.
@@ -37,6 +38,7 @@ import numpy as np
 
 import corpus
 from voxkeep import FRAME_SAMPLES, SAMPLE_RATE
+from voxkeep.audio import DcRemover
 from voxkeep.config import WakeSettings, default_models_dir
 from voxkeep.engine import EnergyGate
 from voxkeep.verify import AUDIO_SECONDS, SCORE_FRAMES, Verdict, WakeVerifier
@@ -152,20 +154,39 @@ def softer(audio: np.ndarray, db: float, seed: int) -> np.ndarray:
     return np.clip(np.round(audio * 10 ** (-db / 20) + tone), -32768, 32767).astype(np.int16)
 
 
+def without_offset(audio: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``audio`` as the daemon's loop hands it to the detector (``voxkeep.audio.DcRemover``), and whether that
+    changed any frame (a stream it leaves alone keeps its cached scores)."""
+    remover = DcRemover()
+    frames = [np.asarray(audio[i:i + FRAME_SAMPLES]) for i in range(0, len(audio) // FRAME_SAMPLES * FRAME_SAMPLES,
+                                                                     FRAME_SAMPLES)]
+    out = [remover(f) for f in frames]
+    if all(a is b for a, b in zip(out, frames, strict=True)):
+        return audio, False
+    return np.concatenate([*out, np.asarray(audio[len(frames) * FRAME_SAMPLES:])]), True
+
+
 def score_stream(path: Path, models_dir: Path, key: str, engine: str = "openwakeword",
-                 words: tuple[str, ...] = corpus.CLASSIFIED, quieter: float = 0.0, gate: bool = True) -> Scored:
-    """Run the product's WakeDetector over a stream once; cache hits and scores (columns = ``WORDS``).
-    ``quieter``: play the stream that many dB softer (``softer``); ``gate``: see ``detect``."""
+                 words: tuple[str, ...] = corpus.CLASSIFIED, quieter: float = 0.0, gate: bool = True,
+                 offset: int = 0) -> Scored:
+    """Run the product's WakeDetector over a stream once, as the daemon's loop does (its offset removed first); cache
+    hits and scores (columns = ``WORDS``). ``quieter``: play the stream that many dB softer (``softer``); ``gate``:
+    see ``detect``; ``offset``: add this constant to every sample first (a microphone's DC offset)."""
     meta = json.loads(path.with_suffix(".json").read_text())
     audio = np.load(path, mmap_mode="r")
     if quieter:
         audio = softer(audio.astype(np.float64), quieter, seed=len(audio))
+    if offset:
+        audio = corpus.with_offset(audio, offset)
+    audio, shifted = without_offset(audio)
     # Keyed by the stream's mtime too: a rebuilt stream must never meet another stream's scores.
     tag = key if engine == "openwakeword" else f"{key}-{engine}-{'-'.join(words)}"
     tag += f"-faint{WakeSettings().faint_floor:g}"  # the floor decides which faint hits there are
     energy = EnergyGate()  # the gate decides which quiet phrases are heard at all
     tag += f"-gate{energy.margin_db:g},{energy.min_db:g},{energy.max_db:g}" if gate else "-ungated"
     tag += f"-softer{quieter:g}" if quieter else ""
+    tag += f"-offset{offset}" if offset else ""
+    tag += "-dc" if shifted else ""
     cached = corpus.cache_dir() / "scores" / tag / path.parent.name / f"{path.stem}-{path.stat().st_mtime_ns}.npz"
     if cached.exists():
         data = np.load(cached)
@@ -230,6 +251,8 @@ class Column:
     """The words whose phrases and false wakes are counted (``--words``; default: all of ``words``)."""
     quieter: float = 0.0
     """dB softer the streams are played (``--softer``)."""
+    offset: int = 0
+    """Constant added to every sample of the streams (``--offset``)."""
     gate: bool = True
     """False: the detector runs its models on every frame (``--no-gate``)."""
     recall: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
@@ -271,7 +294,7 @@ def run_column(col: Column, streams: list[Path], models_dir: Path, key: str, cpu
         meta = json.loads(path.with_suffix(".json").read_text())
         if meta["kind"] == "wake" and meta.get("condition") != "home":
             continue  # the older mixed and rumbling sets train the verifier; the report reads home-* only
-        s = score_stream(path, models_dir, key, col.engine, col.words, col.quieter, col.gate)
+        s = score_stream(path, models_dir, key, col.engine, col.words, col.quieter, col.gate, col.offset)
         kind = s.meta["kind"]
 
         def checked(hit: Hit, verdict: Verdict, cpu: float, s: Scored = s, kind: str = kind) -> None:
@@ -433,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
                         "microphone set lower)")
     parser.add_argument("--no-gate", action="store_true",
                         help="run the wake models on every frame: what the energy gate must not lose")
+    parser.add_argument("--offset", type=corpus.sample_offset, default=0, metavar="STEPS",
+                        help="add STEPS (int16, e.g. 300) to every sample: a microphone with a DC offset")
     args = parser.parse_args(argv)
     if not (corpus.cache_dir() / "streams" / "report" / f"home-{WORDS[-1]}.npy").exists():  # built last
         corpus.main([])
@@ -444,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"voxkeep = the second look with wake.verify_peak = {args.verify_peak}, verify_sure = {args.verify_sure}, "
           f"verify_rescore = {args.verify_rescore}, verify_classifier = {not args.no_classifier}, "
           f"faint_floor = {look['faint_floor']}")
+    if args.offset:
+        print(f"every stream carries an offset of {args.offset} (of 32768), as some microphones add")
     if args.softer or args.no_gate:
         print(f"every stream played {args.softer:g} dB softer; the wake models run "
               f"{'on every frame (no energy gate)' if args.no_gate else 'behind the energy gate'}")
@@ -460,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             prefix = {"auto": "auto (default)", "openwakeword": "openWakeWord", "microwakeword": "microWakeWord",
                       "both": "both"}.get(
                 engine, f"openWakeWord {engine.replace('@', ' ')}")
-            play = {"quieter": args.softer, "gate": not args.no_gate}
+            play = {"quieter": args.softer, "gate": not args.no_gate, "offset": args.offset}
             if engine != "both":  # "both" streams microWakeWord: its bare hits are that column's
                 columns.append(Column(f"bare {prefix}", engine, None, words, counted, **play))
             columns.append(Column(f"voxkeep {prefix}", engine, second_look(engine, words, models_dir, look), words,

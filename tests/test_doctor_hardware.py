@@ -33,6 +33,12 @@ def test_dead_microphone_is_reported_with_the_fix(tmp_path):
     assert not check.ok and "silence" in check.message and "alsamixer" in check.message
 
 
+def test_a_dead_microphone_with_an_offset_is_still_silence(tmp_path):
+    hiss = np.random.default_rng(1).normal(0.0, 2.0, 2 * SAMPLE_RATE)  # -84 dBFS: nothing a room makes
+    check = check_microphone(wav(tmp_path, np.round(hiss) - 600))
+    assert not check.ok and "silence" in check.message, check.message
+
+
 def test_clipping_microphone_is_reported(tmp_path, speech):
     samples, _ = soundfile.read(speech("hey jarvis"), dtype="int16")
     loud = np.clip(samples.astype(np.int32) * 40, -32768, 32767)

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from voxkeep import FRAME_SAMPLES
 from voxkeep.app import build_app
-from voxkeep.audio import MicSource, list_input_devices
+from voxkeep.audio import DcRemover, MicSource, list_input_devices
 from voxkeep.config import load_settings
 from voxkeep.errors import AudioInputError
 from voxkeep.events import Event, State, Wake
@@ -111,3 +112,24 @@ def test_a_microphone_that_stops_delivering_is_an_error_not_a_hang(state_dir: Pa
     with pytest.raises(AudioInputError, match="delivered no audio"):
         src.read()
     src.close()
+
+
+def _frames(samples: np.ndarray) -> list[np.ndarray]:
+    return [samples[i:i + FRAME_SAMPLES] for i in range(0, len(samples) - FRAME_SAMPLES + 1, FRAME_SAMPLES)]
+
+
+def test_a_microphone_offset_is_taken_out_and_the_sound_kept() -> None:
+    said = _room(2.0, "alexa, stop recording", 1.0).astype(np.int32)
+    remover = DcRemover()
+    out = [remover(np.clip(f + 300, -32768, 32767).astype(np.int16)) for f in _frames(said)]
+    for before, after in zip(_frames(said), out, strict=True):
+        shift = after.astype(np.int32) - before
+        assert np.all(shift == shift[0])  # moved, not filtered: the wake models hear the same waveform
+        assert abs(shift[0]) <= 1  # the 300 (-40 dBFS of "sound" that is none) is gone from the first frame on
+
+
+def test_a_microphone_without_an_offset_passes_bit_for_bit() -> None:
+    said = _room(1.0, "alexa, stop recording", 1.0)
+    said[np.abs(said) < 40] = 0  # a gating microphone: exact zeros between words too
+    remover = DcRemover()
+    assert all(remover(f) is f for f in _frames(said))

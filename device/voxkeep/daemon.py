@@ -22,7 +22,7 @@ import numpy as np
 
 from . import FRAME_SAMPLES
 from .arbitration import Arbiter, Round, strength_of
-from .audio import AudioSource
+from .audio import AudioSource, DcRemover
 from .bus import EventBus
 from .capture import (
     COMMAND_LEAD_SECONDS,
@@ -94,6 +94,7 @@ class Daemon:
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.source = source
+        self._dc = DcRemover()
         self.detector = detector
         self.privacy = privacy
         self.bus = bus
@@ -175,7 +176,7 @@ class Daemon:
                 frame = self.source.read()
                 if frame is None:
                     return
-                self._process(frame)
+                self._process(self._dc(frame))
             if self.settings.audio.realtime and not self.source.live:
                 self.stop.wait(max(0.0, pace_origin + self.t - time.monotonic()))
 

@@ -69,9 +69,10 @@ def check_microphone(source: AudioSource, seconds: float = 2.0) -> Check:
     if not frames:
         return Check("microphone", False, f"{source.description} opened but gave no audio; check the cable")
     audio = np.concatenate(frames).astype(np.float64)
+    clipped = float(np.mean(np.abs(audio) >= 32767))
+    audio -= np.mean(audio)  # an offset (DC) is no sound, and the daemon takes it out (audio.DcRemover)
     rms = math.sqrt(float(np.mean(audio**2)))
     level = 20 * math.log10(max(rms, 1e-9) / 32768.0)
-    clipped = float(np.mean(np.abs(audio) >= 32767))
     where = source.description
     if level < SILENT_DBFS:
         return Check("microphone", False, f"{where} gives silence ({level:.0f} dBFS); unmute it or raise "
