@@ -182,8 +182,8 @@ def score_stream(path: Path, models_dir: Path, key: str, engine: str = "openwake
     # Keyed by the stream's mtime too: a rebuilt stream must never meet another stream's scores.
     tag = key if engine == "openwakeword" else f"{key}-{engine}-{'-'.join(words)}"
     tag += f"-faint{WakeSettings().faint_floor:g}"  # the floor decides which faint hits there are
-    energy = EnergyGate()  # the gate decides which quiet phrases are heard at all
-    tag += f"-gate{energy.margin_db:g},{energy.min_db:g},{energy.max_db:g}" if gate else "-ungated"
+    energy = EnergyGate()  # the gate decides which quiet phrases are heard at all ("band": its level is speech_dbfs)
+    tag += f"-gate{energy.margin_db:g},{energy.min_db:g},{energy.max_db:g}-band" if gate else "-ungated"
     tag += f"-softer{quieter:g}" if quieter else ""
     tag += f"-offset{offset}" if offset else ""
     tag += "-dc" if shifted else ""

@@ -24,7 +24,6 @@ so gating cannot delay or lose a wake unless quiet audio alone would have crosse
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import FRAME_SAMPLES, SAMPLE_RATE
+from .capture import speech_dbfs
 from .errors import ModelError
 
 MEL_TAIL = 480
@@ -106,9 +106,13 @@ class EnergyGate:
         return min(max(self.floor_db + self.margin_db, self.min_db), self.max_db)
 
     def loud(self, samples: np.ndarray) -> bool:
-        """Feed one frame (float32, int16 scale); True if it is above the threshold."""
-        power = float(np.dot(samples, samples)) / len(samples)
-        level = 10.0 * math.log10(power / 32768.0**2 + 1e-12)
+        """Feed one frame (float32, int16 scale); True if it is above the threshold.
+
+        The level is the speech band's (``capture.speech_dbfs``, 250 Hz-4 kHz), as the endpointer's: mains hum
+        and a road's rumble carry no word, and measured broadband they set the floor. A 50 Hz hum at -50 dBFS
+        (a ground loop between a Pi's amplifier and its microphone) held the threshold above a soft request that
+        the ungated models heard (tests/test_wake_engine.py)."""
+        level = speech_dbfs(samples)
         is_loud = level > self.threshold_db()
         if level > DIGITAL_SILENCE_DB:
             floor = self.floor_db
