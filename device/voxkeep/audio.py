@@ -57,7 +57,7 @@ class DcRemover:
     An offset carries no sound but counts as level. With 300 added to every sample of bench/commands_eval.py's
     streams, the wake word's energy gate took the offset for the room and never woke for a talker across the room
     (REPORT: 0 of 84 requests, against 68 without the offset), and the command recogniser understood fewer
-    requests (REPORT, a gating microphone: 49 of 75 woken, against 61 of 73). With the offset taken out, every
+    requests (REPORT, a gating microphone: 49 of 75 woken requests, against 61 of 73). With the offset out, every
     figure of both splits is what it is without one.
     The offset (the median mean of the quietest recent frames, DC_QUIET_SHARE) is subtracted as a whole number of
     steps: a shift, not a filter, so the wake models hear the same waveform. Recordings keep no offset either.
